@@ -1,0 +1,284 @@
+"""A GPT-style decoder in Flax NNX with pluggable context parameters.
+
+The residual stream is ``[P context slots] ++ [T content tokens]``. Content tokens get learned position
+embeddings 0..T-1 whatever P is, and context slots get none, so a context of length p padded to P with masked
+slots computes exactly what the length-p context computes. A `Context` says what fills the slots:
+
+  embeds_PD          input-layer embeddings (soft prompt; a hard prompt is its token embeddings)
+  layer_inputs_LPD   at every layer, the attention-block input at the slots is replaced (reference prefix)
+  keys_LPHK/values_  at every layer, the slots' attention keys and values are given (PEFT prefix)
+
+Masked (invalid) slots are never attended to. Only content positions produce logits.
+Decoding uses a key/value cache over the whole stream with fixed shapes (`prefill` + `decode_step`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from prefixlab.config import ACTIVATIONS, ModelConfig
+from prefixlab.rng import keep_mask
+
+INIT_STD = 0.02
+LN_EPS = 1e-5
+NEG_INF = -1e30
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class Context:
+    """What fills the P context slots; arrays are per run (no batch axis)."""
+
+    valid_P: jax.Array
+    embeds_PD: jax.Array | None = None
+    layer_inputs_LPD: jax.Array | None = None
+    keys_LPHK: jax.Array | None = None
+    values_LPHK: jax.Array | None = None
+
+    @property
+    def length(self) -> int:
+        return self.valid_P.shape[-1]
+
+
+class LoRAParam(nnx.LoRAParam):
+    """LoRA factors (a subclass so that filters can tell them from any other `nnx.LoRAParam` use)."""
+
+
+class Linear(nnx.Module):
+    """y = x W + b, with an optional LoRA update (alpha / r) x A B, B = 0 at init (PEFT semantics)."""
+
+    def __init__(self, d_in, d_out, *, rngs, dtype, std=INIT_STD, bias=True, lora=None):
+        self.kernel = nnx.Param(jax.random.normal(rngs.params(), (d_in, d_out), dtype) * std)
+        self.bias = nnx.Param(jnp.zeros((d_out,), dtype)) if bias else None
+        self.lora_scale = None
+        if lora is not None:
+            rank, alpha = lora
+            # Kaiming-uniform A as in PEFT / the reference (a = sqrt(5) -> bound 1 / sqrt(d_in))
+            bound = 1.0 / math.sqrt(d_in)
+            self.lora_a = LoRAParam(jax.random.uniform(rngs.params(), (d_in, rank), dtype, -bound, bound))
+            self.lora_b = LoRAParam(jnp.zeros((rank, d_out), dtype))
+            self.lora_scale = alpha / rank
+
+    def __call__(self, x):
+        y = x @ self.kernel[...]
+        if self.lora_scale is not None:
+            y = y + ((x @ self.lora_a[...]) @ self.lora_b[...]) * self.lora_scale
+        if self.bias is not None:
+            y = y + self.bias[...]
+        return y
+
+
+class LayerNorm(nnx.Module):
+    def __init__(self, d, *, dtype):
+        self.scale = nnx.Param(jnp.ones((d,), dtype))
+        self.bias = nnx.Param(jnp.zeros((d,), dtype))
+
+    def __call__(self, x):
+        mean = x.mean(-1, keepdims=True)
+        var = jnp.square(x - mean).mean(-1, keepdims=True)
+        return (x - mean) * jax.lax.rsqrt(var + LN_EPS) * self.scale[...] + self.bias[...]
+
+
+def _dropout(x, rate, key):
+    if key is None or rate == 0.0:
+        return x
+    keep, scale = keep_mask(key, x.shape, rate)
+    return jnp.where(keep, x * scale, 0.0).astype(x.dtype)
+
+
+def _split_key(key, n):
+    return [None] * n if key is None else list(jax.random.split(key, n))
+
+
+def lora_spec(lora, name):
+    """(rank, alpha) if module `name` is a LoRA target, else None. lora = (rank, alpha, targets)."""
+    if lora is None or name not in lora[2]:
+        return None
+    return lora[0], lora[1]
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs, lora=None):
+        dt, H, K, D = cfg.jnp_dtype, cfg.n_head, cfg.hd, cfg.d_model
+        self.cfg = cfg
+        # q, k, v are three Linear modules so LoRA can target each; XLA fuses the three matmuls.
+        self.q = Linear(D, H * K, rngs=rngs, dtype=dt, lora=lora_spec(lora, "q"))
+        self.k = Linear(D, H * K, rngs=rngs, dtype=dt, lora=lora_spec(lora, "k"))
+        self.v = Linear(D, H * K, rngs=rngs, dtype=dt, lora=lora_spec(lora, "v"))
+        out_std = INIT_STD / math.sqrt(2 * cfg.n_layer)
+        self.o = Linear(H * K, D, rngs=rngs, dtype=dt, std=out_std, lora=lora_spec(lora, "o"))
+
+    def qkv(self, h_BSD):
+        B, S, _ = h_BSD.shape
+        shape = (B, S, self.cfg.n_head, self.cfg.hd)
+        return self.q(h_BSD).reshape(shape), self.k(h_BSD).reshape(shape), self.v(h_BSD).reshape(shape)
+
+    def attend(self, q_BQHK, k_BSHK, v_BSHK, allowed_QS, drop_key):
+        """softmax(q k^T * scale) v over the allowed keys; also returns the probabilities (B, H, Q, S)."""
+        scores_BHQS = jnp.einsum("bqhk,bshk->bhqs", q_BQHK, k_BSHK) * self.cfg.scale
+        scores_BHQS = jnp.where(allowed_QS, scores_BHQS, NEG_INF)
+        probs_BHQS = jax.nn.softmax(scores_BHQS, axis=-1)
+        out_BQHK = jnp.einsum("bhqs,bshk->bqhk", _dropout(probs_BHQS, self.cfg.dropout, drop_key), v_BSHK)
+        B, Q = out_BQHK.shape[:2]
+        return self.o(out_BQHK.reshape(B, Q, -1)), probs_BHQS
+
+
+class MLP(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs, lora=None):
+        dt, widths = cfg.jnp_dtype, (cfg.d_model, *cfg.hidden, cfg.d_model)
+        self.act = ACTIVATIONS[cfg.activation]
+        n = len(widths) - 1
+        names = ["fc"] + [f"hidden{i}" for i in range(1, n - 1)] + ["proj"]
+        out_std = INIT_STD / math.sqrt(2 * cfg.n_layer)
+        self.layers = nnx.List([
+            Linear(widths[i], widths[i + 1], rngs=rngs, dtype=dt,
+                   std=out_std if i == n - 1 else INIT_STD, lora=lora_spec(lora, names[i]))
+            for i in range(n)
+        ])
+
+    def __call__(self, x):
+        for layer in self.layers[:-1]:
+            x = self.act(layer(x))
+        return self.layers[-1](x)
+
+
+class Block(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs, lora=None):
+        dt = cfg.jnp_dtype
+        self.cfg = cfg
+        self.ln1 = LayerNorm(cfg.d_model, dtype=dt) if cfg.ln_attn else None
+        self.attn = Attention(cfg, rngs=rngs, lora=lora)
+        self.ln2 = LayerNorm(cfg.d_model, dtype=dt) if cfg.ln_mlp else None
+        self.mlp = MLP(cfg, rngs=rngs, lora=lora)
+
+    def _ln(self, ln, x):
+        return x if ln is None else ln(x)
+
+    def _finish(self, x_BQD, a_BQD, drop_keys):
+        cfg = self.cfg
+        a_BQD = _dropout(a_BQD, cfg.dropout, drop_keys[0])
+        x_BQD = x_BQD + a_BQD if cfg.residual_attn else a_BQD
+        m_BQD = _dropout(self.mlp(self._ln(self.ln2, x_BQD)), cfg.dropout, drop_keys[1])
+        return x_BQD + m_BQD if cfg.residual_mlp else m_BQD
+
+    def __call__(self, x_BSD, allowed_SS, kv_override=None, drop_key=None):
+        """One block over the whole stream. kv_override = (k_PHK, v_PHK) for the first P slots."""
+        keys = _split_key(drop_key, 3)
+        q, k, v = self.attn.qkv(self._ln(self.ln1, x_BSD))
+        if kv_override is not None:
+            k_PHK, v_PHK = kv_override
+            P, B = k_PHK.shape[0], x_BSD.shape[0]
+            k = k.at[:, :P].set(jnp.broadcast_to(k_PHK, (B, *k_PHK.shape)).astype(k.dtype))
+            v = v.at[:, :P].set(jnp.broadcast_to(v_PHK, (B, *v_PHK.shape)).astype(v.dtype))
+        a, probs = self.attn.attend(q, k, v, allowed_SS, keys[2])
+        return self._finish(x_BSD, a, keys[:2]), (k, v, probs)
+
+    def decode(self, x_B1D, cache_kv, idx, allowed_1S):
+        """One new position at stream index `idx`; writes its key/value into the cache."""
+        q, k, v = self.attn.qkv(self._ln(self.ln1, x_B1D))
+        k_cache, v_cache = cache_kv
+        k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k, idx, axis=1)
+        v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v, idx, axis=1)
+        a, _ = self.attn.attend(q, k_cache, v_cache, allowed_1S, None)
+        return self._finish(x_B1D, a, (None, None)), (k_cache, v_cache)
+
+
+def _allowed(P, S, valid_P, causal):
+    """(S, S) bool: query i may attend to key j. Context keys only if valid; every query sees itself."""
+    i = jnp.arange(S)[:, None]
+    j = jnp.arange(S)[None, :]
+    key_ok = jnp.concatenate([valid_P.astype(bool), jnp.ones((S - P,), bool)])[None, :]
+    order_ok = (j <= i) if causal else jnp.ones((S, S), bool)
+    return (order_ok & key_ok) | (i == j)
+
+
+class Transformer(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, lora=None):
+        """lora = (rank, alpha, target module names) adds LoRA factors to the targeted Linear modules."""
+        dt = cfg.jnp_dtype
+        self.cfg = cfg
+        self.tok_emb = nnx.Param(jax.random.normal(rngs.params(), (cfg.vocab_size, cfg.d_model), dt) * INIT_STD)
+        self.pos_emb = (
+            nnx.Param(jax.random.normal(rngs.params(), (cfg.block_size, cfg.d_model), dt) * INIT_STD)
+            if cfg.pos_emb else None
+        )
+        self.blocks = nnx.List([Block(cfg, rngs=rngs, lora=lora) for _ in range(cfg.n_layer)])
+        self.ln_f = LayerNorm(cfg.d_model, dtype=dt) if cfg.ln_final else None
+        self.head = Linear(cfg.d_model, cfg.vocab_size, rngs=rngs, dtype=dt, bias=cfg.head_bias)
+
+    # -- embeddings ---------------------------------------------------------------------------------------
+    def embed(self, tokens_BT, positions_T):
+        x = jnp.take(self.tok_emb[...], tokens_BT, axis=0)
+        if self.pos_emb is not None:
+            x = x + jnp.take(self.pos_emb[...], positions_T, axis=0)
+        return x
+
+    def _logits(self, x):
+        return self.head(x if self.ln_f is None else self.ln_f(x))
+
+    # -- full forward ---------------------------------------------------------------------------------------
+    def stream(self, tokens_BT, ctx: Context | None = None, dropout_key=None, collect=False):
+        """Runs the blocks over [context slots, content]. Returns the final stream (B, P+T, D), per-layer
+        (k, v, attention probabilities) if `collect`, else an empty list, and P."""
+        cfg = self.cfg
+        B, T = tokens_BT.shape
+        if T > cfg.block_size:
+            raise ValueError(f"sequence of {T} tokens exceeds block_size {cfg.block_size}")
+        keys = _split_key(dropout_key, cfg.n_layer + 1)
+        x = _dropout(self.embed(tokens_BT, jnp.arange(T)), cfg.dropout, keys[-1])
+        P = 0 if ctx is None else ctx.length
+        if P:
+            slots_BPD = jnp.zeros((B, P, cfg.d_model), x.dtype)
+            if ctx.embeds_PD is not None:
+                slots_BPD = jnp.broadcast_to(ctx.embeds_PD.astype(x.dtype), (B, P, cfg.d_model))
+            x = jnp.concatenate([slots_BPD, x], axis=1)
+        valid_P = jnp.ones((0,), bool) if ctx is None else ctx.valid_P
+        allowed_SS = _allowed(P, P + T, valid_P, cfg.causal)
+        per_layer = []
+        for l, block in enumerate(self.blocks):
+            kv = None
+            if P and ctx.layer_inputs_LPD is not None:
+                x = x.at[:, :P].set(jnp.broadcast_to(ctx.layer_inputs_LPD[l].astype(x.dtype), (B, P, cfg.d_model)))
+            if P and ctx.keys_LPHK is not None:
+                kv = (ctx.keys_LPHK[l], ctx.values_LPHK[l])
+            x, aux = block(x, allowed_SS, kv, keys[l])
+            if collect:
+                per_layer.append(aux)
+        return x, per_layer, P
+
+    def __call__(self, tokens_BT, ctx: Context | None = None, dropout_key=None):
+        """Logits (B, T, V) at the content positions."""
+        x, _, P = self.stream(tokens_BT, ctx, dropout_key)
+        return self._logits(x[:, P:])
+
+    # -- cached decoding ----------------------------------------------------------------------------------
+    def prefill(self, tokens_BT, ctx: Context | None = None):
+        """Full forward over a fixed-length buffer; returns logits (B, T, V) and the per-layer kv cache."""
+        x, per_layer, P = self.stream(tokens_BT, ctx, None, collect=True)
+        cache = [(k, v) for k, v, _ in per_layer]
+        return self._logits(x[:, P:]), cache
+
+    def decode_step(self, token_B, content_pos, cache, ctx: Context | None = None):
+        """Logits (B, V) for one token at content position `content_pos` (traced ok); updates the cache."""
+        P = 0 if ctx is None else ctx.length
+        S = cache[0][0].shape[1]
+        idx = P + content_pos
+        x = self.embed(token_B[:, None], jnp.reshape(content_pos, (1,)))
+        j = jnp.arange(S)
+        valid_P = jnp.ones((0,), bool) if ctx is None else ctx.valid_P.astype(bool)
+        key_ok = jnp.concatenate([valid_P, jnp.ones((S - P,), bool)])
+        allowed_1S = (((j <= idx) if self.cfg.causal else True) & key_ok) | (j == idx)
+        new_cache = []
+        for block, kv in zip(self.blocks, cache):
+            x, kv = block.decode(x, kv, idx, allowed_1S[None, :])
+            new_cache.append(kv)
+        return self._logits(x)[:, 0], new_cache
+
+
+def count_params(state) -> int:
+    return int(sum(x.size for x in jax.tree.leaves(state)))

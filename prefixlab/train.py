@@ -1,0 +1,169 @@
+"""Pure functional training: split/merge + value_and_grad + optax, lax.scan over chunks, vmap over runs.
+
+`run_training` trains R runs at once: trainable state with a leading run axis, a frozen state shared by all
+runs (broadcast by vmap, so memory grows with the trainable part only). The host syncs once per chunk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from tqdm.auto import tqdm
+
+from prefixlab.config import ModelConfig
+from prefixlab.model import Context, Transformer
+from prefixlab.tasks import Batch, Mixture
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with the reference defaults (minGPT): betas (0.9, 0.95), decay 0.1 on matrices, clip 1.0."""
+
+    lr: float = 5e-4
+    b1: float = 0.9
+    b2: float = 0.95
+    weight_decay: float = 0.1
+    clip: float = 1.0
+
+
+def _is_matrix_kernel(path, leaf) -> bool:
+    return getattr(path[-1], "key", None) == "kernel" and leaf.ndim == 2
+
+
+def make_optimizer(oc: OptimConfig) -> optax.GradientTransformation:
+    """Weight decay only on Linear kernels (not biases, LayerNorm, embeddings or context parameters)."""
+    mask = lambda params: jax.tree_util.tree_map_with_path(_is_matrix_kernel, params)
+    return optax.chain(
+        optax.clip_by_global_norm(oc.clip),
+        optax.adamw(oc.lr, b1=oc.b1, b2=oc.b2, weight_decay=oc.weight_decay, mask=mask),
+    )
+
+
+def lm_loss(model: Transformer, batch: Batch, ctx: Context | None = None, dropout_key=None):
+    """Mean cross-entropy over the masked (target) positions."""
+    logits_BTV = model(batch.tokens_BT, ctx, dropout_key).astype(jnp.float32)
+    ce_BT = optax.softmax_cross_entropy_with_integer_labels(logits_BTV, batch.targets_BT)
+    return (ce_BT * batch.mask_BT).sum() / jnp.maximum(batch.mask_BT.sum(), 1.0)
+
+
+def run_keys(seeds) -> jax.Array:
+    """One PRNG key per run, from integer seeds."""
+    return jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
+
+
+def _chunk_sizes(steps: int, chunk: int) -> list[int]:
+    full, rest = divmod(steps, chunk)
+    return [chunk] * full + ([rest] if rest else [])
+
+
+def run_training(
+    loss_fn: Callable,  # (trainable, frozen, key) -> scalar loss
+    trainable_R,
+    frozen,
+    optimizer: optax.GradientTransformation,
+    key_R: jax.Array,
+    steps: int,
+    chunk: int = 250,
+    desc: str = "train",
+    progress: bool = True,
+):
+    """Trains R runs for `steps` steps. Step s of run r uses key fold_in(key_R[r], s), so results do not
+    depend on the chunk size. Returns (trainable_R, losses_RS as a host array, wall seconds)."""
+    if steps <= 0:
+        raise ValueError(f"steps must be positive, got {steps}")
+
+    def one_run_chunk(trainable, opt_state, frozen, key, steps_C):
+        def body(carry, step):
+            tr, os = carry
+            loss, grads = jax.value_and_grad(loss_fn)(tr, frozen, jax.random.fold_in(key, step))
+            updates, os = optimizer.update(grads, os, tr)
+            return (optax.apply_updates(tr, updates), os), loss
+
+        (trainable, opt_state), losses_C = jax.lax.scan(body, (trainable, opt_state), steps_C)
+        return trainable, opt_state, losses_C
+
+    chunk_fn = jax.jit(jax.vmap(one_run_chunk, in_axes=(0, 0, None, 0, None)), donate_argnums=(0, 1))
+    trainable_R = jax.tree.map(jnp.copy, trainable_R)  # chunks donate their inputs; keep the caller's
+    opt_state_R = jax.jit(jax.vmap(optimizer.init))(trainable_R)
+    losses = []
+    start = time.perf_counter()
+    done = 0
+    with tqdm(total=steps, desc=desc, unit="step", disable=not progress, dynamic_ncols=True) as bar:
+        for size in _chunk_sizes(steps, chunk):
+            trainable_R, opt_state_R, losses_RC = chunk_fn(
+                trainable_R, opt_state_R, frozen, key_R, jnp.arange(done, done + size)
+            )
+            losses_RC = jax.device_get(losses_RC)  # the one host sync per chunk
+            losses.append(losses_RC)
+            done += size
+            bar.update(size)
+            bar.set_postfix(loss=f"{float(losses_RC[:, -1].mean()):.4f}")
+    return trainable_R, np.concatenate(losses, axis=1), time.perf_counter() - start
+
+
+def abstract_model(cfg: ModelConfig, lora=None):
+    """(graphdef, abstract state) without allocating parameters."""
+    return nnx.split(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0), lora=lora)))
+
+
+def init_params(cfg: ModelConfig, key_R: jax.Array, lora=None):
+    """Model parameters for each run key (leading run axis) and the shared graphdef."""
+    graphdef, _ = abstract_model(cfg, lora)
+    init = lambda k: nnx.state(Transformer(cfg, rngs=nnx.Rngs(params=k), lora=lora))
+    return graphdef, jax.jit(jax.vmap(init))(key_R)
+
+
+def pretrain(
+    cfg: ModelConfig,
+    mixture: Mixture,
+    seeds: list[int],
+    steps: int,
+    batch_size: int = 64,
+    optim: OptimConfig = OptimConfig(),
+    chunk: int = 250,
+    progress: bool = True,
+):
+    """Pretrains one base per seed (vmapped) with dropout. Returns graphdef, params_R, losses_RS, wall_s."""
+    if cfg.vocab_size != mixture.vocab_size:
+        raise ValueError(f"model vocabulary {cfg.vocab_size} != task vocabulary {mixture.vocab_size}")
+    key_R = run_keys(seeds)
+    init_key_R = jax.vmap(lambda k: jax.random.fold_in(k, 0))(key_R)
+    train_key_R = jax.vmap(lambda k: jax.random.fold_in(k, 1))(key_R)
+    graphdef, params_R = init_params(cfg, init_key_R)
+
+    def loss_fn(params, _frozen, key):
+        k_data, k_drop = jax.random.split(key)
+        model = nnx.merge(graphdef, params)
+        return lm_loss(model, mixture.batch(k_data, batch_size), None, k_drop)
+
+    params_R, losses_RS, wall = run_training(
+        loss_fn, params_R, None, make_optimizer(optim), train_key_R, steps, chunk,
+        desc=f"pretrain {mixture.spec}", progress=progress,
+    )
+    return graphdef, params_R, losses_RS, wall
+
+
+def final_loss(losses_RS, window: int = 100):
+    """Mean training loss over the last `window` steps, per run."""
+    w = min(window, losses_RS.shape[1])
+    return losses_RS[:, -w:].mean(axis=1)
+
+
+def model_flops_per_step(cfg: ModelConfig, batch_size: int, seq_len: int, context_len: int = 0) -> float:
+    """Analytic training FLOPs per step: 6 x (matmul parameters) x tokens + attention score/value matmuls."""
+    S = seq_len + context_len
+    D, H, K = cfg.d_model, cfg.n_head, cfg.hd
+    widths = (D, *cfg.hidden, D)
+    mlp = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    per_layer = 3 * D * H * K + H * K * D + mlp
+    matmul_params = cfg.n_layer * per_layer + D * cfg.vocab_size
+    attn = cfg.n_layer * 2 * 2 * S * S * H * K  # q k^T and p v, forward, per sequence
+    return 3 * (2 * matmul_params * S + attn) * batch_size
