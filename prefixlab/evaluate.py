@@ -45,26 +45,46 @@ def score(preds_BN, targets_BN, valid_B):
     return (correct_BN.all(axis=1) * w_B).sum() / n, (correct_BN.mean(axis=1) * w_B).sum() / n
 
 
-def make_evaluator(graphdef, mixture: Mixture, n: int = DEFAULT_EVAL_SAMPLES, batch: int = 800,
-                   seed: int = EVAL_KEY_SEED):
-    """A jitted fn(params_R, ctx_R or None) -> (exact_R, token_acc_R) over the same n test samples.
-    Samples are decoded in batches of `batch` (lax.map) to bound memory."""
+def make_evaluator(build, mixture: Mixture, n: int = DEFAULT_EVAL_SAMPLES, batch: int = 800,
+                   seed: int = EVAL_KEY_SEED, per_base: bool = False, cache_key=None):
+    """A fn(trainable_R, frozen, run_data_R) -> (exact_R, token_acc_R) on the same n test samples for every
+    run. `build(trainable, frozen, run_data) -> (model, context)` assembles one run (see `Method.build`);
+    `frozen` is shared by all runs (per_base: one per leading base axis, as in `run_training`).
+    Samples are decoded in batches of `batch` (lax.map) to bound memory. The test set is an argument of the
+    compiled program, so evaluators made with the same hashable `cache_key` (say the method and model config)
+    share one compilation across tasks."""
     inputs, targets, valid = test_set(mixture, n, seed)
+    batch = min(batch, n)
     pad = (-n) % batch
     if pad:  # pad to whole batches; padded rows count as invalid
         inputs = jnp.concatenate([inputs, jnp.zeros((pad, SEQ_LEN), inputs.dtype)])
         targets = jnp.concatenate([targets, jnp.zeros((pad, SEQ_LEN), targets.dtype)])
         valid = jnp.concatenate([valid, jnp.zeros((pad,), bool)])
-    nb = inputs.shape[0] // batch
-    inputs_GBN = inputs.reshape(nb, batch, SEQ_LEN)
+    inputs_GBN = inputs.reshape(-1, batch, SEQ_LEN)
+    program = _compiled_eval(build, per_base) if cache_key is None else _cached_eval(cache_key, build, per_base)
+    return lambda trainable_R, frozen, run_data_R: program(trainable_R, frozen, run_data_R, inputs_GBN, targets, valid)
 
-    def one_run(params, ctx):
-        model = nnx.merge(graphdef, params)
+
+def _compiled_eval(build, per_base):
+    def one_run(trainable, frozen, run_data, inputs_GBN, targets, valid):
+        model, ctx = build(trainable, frozen, run_data)
         preds = jax.lax.map(lambda x: greedy_generate(model, x, SEQ_LEN, ctx), inputs_GBN)
         return score(preds.reshape(-1, SEQ_LEN), targets, valid)
 
-    @jax.jit
-    def evaluate(params_R, ctx_R=None):
-        return jax.vmap(one_run)(params_R, ctx_R)
+    over_runs = jax.vmap(one_run, in_axes=(0, None, 0, None, None, None))
+    return jax.jit(jax.vmap(over_runs, in_axes=(0, 0, 0, None, None, None)) if per_base else over_runs)
 
-    return evaluate
+
+_EVAL_CACHE: dict = {}
+
+
+def _cached_eval(cache_key, build, per_base):
+    key = (cache_key, per_base)
+    if key not in _EVAL_CACHE:
+        _EVAL_CACHE[key] = _compiled_eval(build, per_base)
+    return _EVAL_CACHE[key]
+
+
+def base_builder(graphdef):
+    """`build` for plain models (no context): the trainable state is the whole model."""
+    return lambda trainable, frozen, run_data: (nnx.merge(graphdef, trainable), None)

@@ -69,7 +69,7 @@ class Linear(nnx.Module):
         if self.lora_scale is not None:
             y = y + ((x @ self.lora_a[...]) @ self.lora_b[...]) * self.lora_scale
         if self.bias is not None:
-            y = y + self.bias[...]
+            y = y + _lead(self.bias[...], y.ndim)
         return y
 
 
@@ -81,7 +81,12 @@ class LayerNorm(nnx.Module):
     def __call__(self, x):
         mean = x.mean(-1, keepdims=True)
         var = jnp.square(x - mean).mean(-1, keepdims=True)
-        return (x - mean) * jax.lax.rsqrt(var + LN_EPS) * self.scale[...] + self.bias[...]
+        return (x - mean) * jax.lax.rsqrt(var + LN_EPS) * _lead(self.scale[...], x.ndim) + _lead(self.bias[...], x.ndim)
+
+
+def _lead(v, ndim):
+    """A trailing-axis vector with explicit leading unit axes (the suite runs with rank promotion = raise)."""
+    return v.reshape((1,) * (ndim - v.ndim) + v.shape)
 
 
 def _dropout(x, rate, key):
@@ -121,7 +126,7 @@ class Attention(nnx.Module):
     def attend(self, q_BQHK, k_BSHK, v_BSHK, allowed_QS, drop_key):
         """softmax(q k^T * scale) v over the allowed keys; also returns the probabilities (B, H, Q, S)."""
         scores_BHQS = jnp.einsum("bqhk,bshk->bhqs", q_BQHK, k_BSHK) * self.cfg.scale
-        scores_BHQS = jnp.where(allowed_QS, scores_BHQS, NEG_INF)
+        scores_BHQS = jnp.where(allowed_QS[None, None], scores_BHQS, NEG_INF)
         probs_BHQS = jax.nn.softmax(scores_BHQS, axis=-1)
         out_BQHK = jnp.einsum("bhqs,bshk->bqhk", _dropout(probs_BHQS, self.cfg.dropout, drop_key), v_BSHK)
         B, Q = out_BQHK.shape[:2]
@@ -215,7 +220,7 @@ class Transformer(nnx.Module):
     def embed(self, tokens_BT, positions_T):
         x = jnp.take(self.tok_emb[...], tokens_BT, axis=0)
         if self.pos_emb is not None:
-            x = x + jnp.take(self.pos_emb[...], positions_T, axis=0)
+            x = x + jnp.take(self.pos_emb[...], positions_T, axis=0)[None]
         return x
 
     def _logits(self, x):
@@ -275,7 +280,7 @@ class Transformer(nnx.Module):
         allowed_1S = (((j <= idx) if self.cfg.causal else True) & key_ok) | (j == idx)
         new_cache = []
         for block, kv in zip(self.blocks, cache):
-            x, kv = block.decode(x, kv, idx, allowed_1S[None, :])
+            x, kv = block.decode(x, kv, idx, allowed_1S[None])
             new_cache.append(kv)
         return self._logits(x)[:, 0], new_cache
 

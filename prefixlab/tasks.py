@@ -125,7 +125,7 @@ def is_test_input(x_N) -> jax.Array:
 def _n_distinct(x_CN):
     """Distinct values per row, by pairwise comparison (XLA's CPU sort is slow on many short rows)."""
     N = x_CN.shape[-1]
-    seen_before_CN = ((x_CN[:, :, None] == x_CN[:, None, :]) & jnp.tri(N, N, -1, dtype=bool)).any(-1)
+    seen_before_CN = ((x_CN[:, :, None] == x_CN[:, None, :]) & jnp.tri(N, N, -1, dtype=bool)[None]).any(-1)
     return N - seen_before_CN.sum(-1)
 
 

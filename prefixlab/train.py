@@ -39,11 +39,14 @@ def _is_matrix_kernel(path, leaf) -> bool:
 
 
 def make_optimizer(oc: OptimConfig) -> optax.GradientTransformation:
-    """Weight decay only on Linear kernels (not biases, LayerNorm, embeddings or context parameters)."""
+    """Clipped AdamW at unit learning rate; `run_training` scales the updates by each run's own learning
+    rate, which is exactly AdamW at that rate (optax applies -lr to the update, weight decay included), so
+    runs with different learning rates share one compiled program. Weight decay only on Linear kernels
+    (not biases, LayerNorm, embeddings or context parameters)."""
     mask = lambda params: jax.tree_util.tree_map_with_path(_is_matrix_kernel, params)
     return optax.chain(
         optax.clip_by_global_norm(oc.clip),
-        optax.adamw(oc.lr, b1=oc.b1, b2=oc.b2, weight_decay=oc.weight_decay, mask=mask),
+        optax.adamw(1.0, b1=oc.b1, b2=oc.b2, weight_decay=oc.weight_decay, mask=mask),
     )
 
 
@@ -65,48 +68,63 @@ def _chunk_sizes(steps: int, chunk: int) -> list[int]:
 
 
 def run_training(
-    loss_fn: Callable,  # (trainable, frozen, key) -> scalar loss
+    loss_fn: Callable,  # (trainable, frozen, run_data, key) -> scalar loss
     trainable_R,
     frozen,
+    run_data_R,
+    lr_R,
     optimizer: optax.GradientTransformation,
     key_R: jax.Array,
     steps: int,
     chunk: int = 250,
     desc: str = "train",
     progress: bool = True,
+    per_base: bool = False,
 ):
-    """Trains R runs for `steps` steps. Step s of run r uses key fold_in(key_R[r], s), so results do not
-    depend on the chunk size. Returns (trainable_R, losses_RS as a host array, wall seconds)."""
+    """Trains R runs for `steps` steps in one compiled program: `trainable_R`, `run_data_R` (per-run constants,
+    e.g. the context mask), `lr_R` and `key_R` carry a leading run axis; `frozen` is shared by all runs
+    (vmap broadcasts it, so memory grows with the trainable part only).
+    per_base=True: every argument has an extra leading base axis (one frozen base per pretraining seed, each
+    shared by its R runs), so all seeds' groups run in one program: shapes (S, R, ...), `frozen` (S, ...).
+    Step s of a run uses key fold_in(its key, s), so results do not depend on the chunk size.
+    Returns (trainable, losses (..., steps) as a host array, wall seconds)."""
     if steps <= 0:
         raise ValueError(f"steps must be positive, got {steps}")
 
-    def one_run_chunk(trainable, opt_state, frozen, key, steps_C):
+    def one_run_chunk(trainable, opt_state, frozen, run_data, lr, key, steps_C):
         def body(carry, step):
             tr, os = carry
-            loss, grads = jax.value_and_grad(loss_fn)(tr, frozen, jax.random.fold_in(key, step))
+            loss, grads = jax.value_and_grad(loss_fn)(tr, frozen, run_data, jax.random.fold_in(key, step))
             updates, os = optimizer.update(grads, os, tr)
+            updates = jax.tree.map(lambda u: u * lr.astype(u.dtype), updates)
             return (optax.apply_updates(tr, updates), os), loss
 
         (trainable, opt_state), losses_C = jax.lax.scan(body, (trainable, opt_state), steps_C)
         return trainable, opt_state, losses_C
 
-    chunk_fn = jax.jit(jax.vmap(one_run_chunk, in_axes=(0, 0, None, 0, None)), donate_argnums=(0, 1))
+    over_runs = jax.vmap(one_run_chunk, in_axes=(0, 0, None, 0, 0, 0, None))
+    init = jax.vmap(optimizer.init)
+    if per_base:
+        over_runs = jax.vmap(over_runs, in_axes=(0, 0, 0, 0, 0, 0, None))
+        init = jax.vmap(init)
+    chunk_fn = jax.jit(over_runs, donate_argnums=(0, 1))
     trainable_R = jax.tree.map(jnp.copy, trainable_R)  # chunks donate their inputs; keep the caller's
-    opt_state_R = jax.jit(jax.vmap(optimizer.init))(trainable_R)
+    opt_state_R = jax.jit(init)(trainable_R)
+    lr_R = jnp.asarray(lr_R, jnp.float32)
     losses = []
     start = time.perf_counter()
     done = 0
-    with tqdm(total=steps, desc=desc, unit="step", disable=not progress, dynamic_ncols=True) as bar:
+    with tqdm(total=steps, desc=desc, unit="step", disable=not progress, dynamic_ncols=True, leave=False) as bar:
         for size in _chunk_sizes(steps, chunk):
             trainable_R, opt_state_R, losses_RC = chunk_fn(
-                trainable_R, opt_state_R, frozen, key_R, jnp.arange(done, done + size)
+                trainable_R, opt_state_R, frozen, run_data_R, lr_R, key_R, jnp.arange(done, done + size)
             )
             losses_RC = jax.device_get(losses_RC)  # the one host sync per chunk
             losses.append(losses_RC)
             done += size
             bar.update(size)
-            bar.set_postfix(loss=f"{float(losses_RC[:, -1].mean()):.4f}")
-    return trainable_R, np.concatenate(losses, axis=1), time.perf_counter() - start
+            bar.set_postfix(loss=f"{float(losses_RC[..., -1].mean()):.4f}")
+    return trainable_R, np.concatenate(losses, axis=-1), time.perf_counter() - start
 
 
 def abstract_model(cfg: ModelConfig, lora=None):
@@ -139,13 +157,14 @@ def pretrain(
     train_key_R = jax.vmap(lambda k: jax.random.fold_in(k, 1))(key_R)
     graphdef, params_R = init_params(cfg, init_key_R)
 
-    def loss_fn(params, _frozen, key):
+    def loss_fn(params, _frozen, _run_data, key):
         k_data, k_drop = jax.random.split(key)
         model = nnx.merge(graphdef, params)
         return lm_loss(model, mixture.batch(k_data, batch_size), None, k_drop)
 
+    lr_R = jnp.full((len(seeds),), optim.lr)
     params_R, losses_RS, wall = run_training(
-        loss_fn, params_R, None, make_optimizer(optim), train_key_R, steps, chunk,
+        loss_fn, params_R, None, None, lr_R, make_optimizer(optim), train_key_R, steps, chunk,
         desc=f"pretrain {mixture.spec}", progress=progress,
     )
     return graphdef, params_R, losses_RS, wall
@@ -153,8 +172,8 @@ def pretrain(
 
 def final_loss(losses_RS, window: int = 100):
     """Mean training loss over the last `window` steps, per run."""
-    w = min(window, losses_RS.shape[1])
-    return losses_RS[:, -w:].mean(axis=1)
+    w = min(window, losses_RS.shape[-1])
+    return losses_RS[..., -w:].mean(axis=-1)
 
 
 def model_flops_per_step(cfg: ModelConfig, batch_size: int, seq_len: int, context_len: int = 0) -> float:

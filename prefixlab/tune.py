@@ -1,0 +1,124 @@
+"""Tuning runs: one compiled program per (method, shape), vmapped over runs that share one frozen base.
+
+A group is every (context length, learning rate) pair of one method on one task for one base seed; lengths are
+padded to the longest and masked. Each run's key comes from (seed, method, task, length, lr) through CRC32, so a
+run's result does not depend on which other runs share its group.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+import zlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prefixlab.config import ModelConfig
+from prefixlab.evaluate import DEFAULT_EVAL_SAMPLES, make_evaluator
+from prefixlab.methods import HardPrompt, Method, RunData
+from prefixlab.prompt_search import search_prompt
+from prefixlab.tasks import Mixture
+from prefixlab.train import OptimConfig, final_loss, lm_loss, make_optimizer, run_training
+
+SEARCH_BATCH = 256  # training examples that score each hard-prompt candidate
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    context_len: int | None
+    lr: float
+
+
+def run_key(seed: int, method: Method, task_spec: str, context_len, lr) -> jax.Array:
+    tag = f"{method.name}|{getattr(method, 'rank', '')}|{task_spec}|{context_len}|{lr!r}"
+    return jax.random.fold_in(jax.random.key(seed), zlib.crc32(tag.encode()))
+
+
+def group_runs(method: Method, lengths, lrs) -> list[RunSpec]:
+    lens = lengths if method.uses_context else [None]
+    return [RunSpec(p, lr) for p, lr in itertools.product(lens, lrs)]
+
+
+def _run_data(runs: list[RunSpec], P: int) -> RunData:
+    lens = np.array([r.context_len or 0 for r in runs])
+    return RunData(jnp.asarray(np.arange(P)[None, :] < lens[:, None]))
+
+
+def tune_group(
+    method: Method,
+    cfg: ModelConfig,
+    base_S,
+    task: Mixture,
+    runs: list[RunSpec],
+    seeds: list[int],
+    steps: int,
+    batch_size: int = 64,
+    optim: OptimConfig = OptimConfig(weight_decay=0.0),
+    chunk: int = 250,
+    eval_samples: int = DEFAULT_EVAL_SAMPLES,
+    progress: bool = True,
+):
+    """Tunes every run of a group on each seed's frozen base (`base_S`: base parameters stacked over seeds),
+    all in one program, then evaluates. Returns (records, trainable_SR, losses_SRT): one record dict per
+    (seed, run) with seed, context_len, lr, exact_match, token_accuracy, final_loss, trainable_params, wall_s."""
+    S, R = len(seeds), len(runs)
+    P = max((r.context_len or 0) for r in runs)
+    graphdef = method.graphdef(cfg)
+    keys_SR = jnp.stack([jnp.stack([run_key(s, method, task.spec, r.context_len, r.lr) for r in runs])
+                         for s in seeds])
+    init_keys_SR = jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, 0)))(keys_SR)
+    train_keys_SR = jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, 1)))(keys_SR)
+    run_data_R = _run_data(runs, P)
+    run_data_SR = jax.tree.map(lambda x: jnp.broadcast_to(x, (S, *x.shape)), run_data_R)
+    build = lambda tr, fr, rd: method.build(graphdef, tr, fr, rd, cfg)
+
+    def loss_on(trainable, frozen, run_data, key, n=batch_size):
+        model, ctx = build(trainable, frozen, run_data)
+        return lm_loss(model, task.batch(key, n), ctx, None)  # dropout off while tuning
+
+    init_runs = jax.vmap(lambda base, k: method.init(k, cfg, base, P), in_axes=(None, 0))
+    trainable_SR = jax.jit(jax.vmap(init_runs))(base_S, init_keys_SR)
+    if isinstance(method, HardPrompt):
+        trainable_SR, losses_SRT, wall = _search_prompts(loss_on, base_S, runs, train_keys_SR, cfg)
+    elif method.name == "none":
+        losses_SRT, wall = np.full((S, R, 1), np.nan), 0.0
+    else:
+        lr_SR = jnp.array([[r.lr for r in runs]] * S)
+        trainable_SR, losses_SRT, wall = run_training(
+            loss_on, trainable_SR, base_S, run_data_SR, lr_SR, make_optimizer(optim), train_keys_SR, steps,
+            chunk, desc=f"{method.name} {task.spec}", progress=progress, per_base=True,
+        )
+    evaluate = make_evaluator(build, task, eval_samples, per_base=True, cache_key=(method, cfg))
+    exact_SR, tok_SR = jax.device_get(evaluate(trainable_SR, base_S, run_data_SR))
+    fl_SR = final_loss(losses_SRT)
+    records = [
+        dict(seed=seed, context_len=r.context_len, lr=r.lr, exact_match=float(exact_SR[si, ri]),
+             token_accuracy=float(tok_SR[si, ri]), final_loss=float(fl_SR[si, ri]),
+             trainable_params=method.n_params(cfg, r.context_len), wall_s=wall / (S * R))
+        for si, seed in enumerate(seeds) for ri, r in enumerate(runs)
+    ]
+    return records, trainable_SR, losses_SRT
+
+
+def _search_prompts(loss_on, base_S, runs, keys_SR, cfg):
+    """Hard prompts are searched one (seed, length) at a time: the search is not a gradient program."""
+    start = time.perf_counter()
+    S = keys_SR.shape[0]
+    P = max(r.context_len for r in runs)
+    ids, losses = [], []
+    for si in range(S):
+        base = jax.tree.map(lambda x: x[si], base_S)
+        for ri, r in enumerate(runs):
+            p = r.context_len
+            k_batch, k_init = jax.random.split(keys_SR[si, ri])
+            rd = RunData(jnp.ones((p,), bool))
+            # one fixed training batch scores every candidate
+            loss_of_ids = lambda ids_p: loss_on({"ids_P": ids_p}, base, rd, k_batch, SEARCH_BATCH)
+            best, best_loss, _ = search_prompt(loss_of_ids, cfg.vocab_size, p, k_init)
+            ids.append(jnp.concatenate([best, jnp.zeros((P - p,), jnp.int32)]))
+            losses.append([best_loss])
+    ids_SRP = jnp.stack(ids).reshape(S, len(runs), P)
+    return {"ids_P": ids_SRP}, np.array(losses).reshape(S, len(runs), 1), time.perf_counter() - start
