@@ -1,0 +1,41 @@
+"""Wang's single-layer limitation: prompts cannot fit the shared-token dataset (certified), weights can."""
+
+import jax
+import numpy as np
+import pytest
+
+from prefixlab.theory import wang
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _x64():
+    old = jax.config.read("jax_enable_x64")
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", old)
+
+
+def test_mlp_inverse():
+    p = wang.make_problem(4, 3)
+    z = np.random.default_rng(0).normal(size=(5, 4))
+    np.testing.assert_allclose(wang.mlp_inverse(p.weights, wang.mlp_forward(p.weights, z)), z, atol=1e-12)
+    assert p.L < 1
+
+
+@pytest.mark.parametrize("d,seed", [(2, 0), (4, 1)])
+def test_prompt_cannot_fit_but_lora_rank2_can(d, seed):
+    p = wang.make_problem(d, seed)
+    cert = wang.certificate(p)
+    assert cert["bound"] > 1e-3
+    best = wang.fit_prompt(p, [1, 3], restarts=4, steps=200)
+    assert min(best.values()) >= cert["bound"]
+    # the prompt search gets near the relaxed (d+1)-number optimum: the optimiser is not what fails
+    assert min(best.values()) <= 1.5 * wang.relaxed_optimum(p, restarts=8, steps=200) + 1e-6
+    assert wang.fit_lora(p, 2, restarts=4, steps=300) < 1e-8
+    assert wang.fit_lora(p, 1, restarts=4, steps=300) > 1e-3
+
+
+def test_positive_control_hidden_prompt_is_fit():
+    p = wang.make_problem(4, 2)
+    y = wang.hidden_prompt_targets(p, 2)
+    assert wang.fit_prompt(p, [2], restarts=4, steps=300, targets=y)[2] < 1e-8
