@@ -31,7 +31,7 @@ def greedy_generate(model: Transformer, inputs_BN, n_new: int, ctx: Context | No
     return jnp.concatenate([first_B[:, None], rest_TB.T], axis=1)
 
 
-def test_set(mixture: Mixture, n: int, seed: int = EVAL_KEY_SEED):
+def sample_test_split(mixture: Mixture, n: int, seed: int = EVAL_KEY_SEED):
     """n test-split samples: (inputs_BN, targets_BN, valid_B)."""
     b = mixture.batch(jax.random.key(seed), n, test=True)
     return b.tokens_BT[:, :SEQ_LEN], b.targets_BT[:, SEQ_LEN - 1 :], b.mask_BT[:, -1] > 0
@@ -53,7 +53,7 @@ def make_evaluator(build, mixture: Mixture, n: int = DEFAULT_EVAL_SAMPLES, batch
     Samples are decoded in batches of `batch` (lax.map) to bound memory. The test set is an argument of the
     compiled program, so evaluators made with the same hashable `cache_key` (say the method and model config)
     share one compilation across tasks."""
-    inputs, targets, valid = test_set(mixture, n, seed)
+    inputs, targets, valid = sample_test_split(mixture, n, seed)
     batch = min(batch, n)
     pad = (-n) % batch
     if pad:  # pad to whole batches; padded rows count as invalid

@@ -149,7 +149,7 @@ class PrefixKV(Method):
         """(keys_LPHK, values_LPHK): what a checkpoint of this method stores (projection applied)."""
         if self.projection:
             t = trainable
-            kv_PF = jnp.tanh(t["emb_PD"] @ t["w1"] + t["b1"]) @ t["w2"] + t["b2"]
+            kv_PF = jnp.tanh(t["emb_PD"] @ t["w1"] + t["b1"][None]) @ t["w2"] + t["b2"][None]
         else:
             kv_PF = trainable["kv_PF"]
         P = kv_PF.shape[0]

@@ -1,0 +1,101 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from prefixlab.config import preset
+from prefixlab.methods import (Full, HardPrompt, LoRA, MethodError, Prefix, PrefixKV, RunData, SoftPrompt,
+                               get_method, match_lora_to_prefix)
+from tests.helpers import tiny_model, tokens
+
+CFG = preset("tiny", dropout=0.0)
+
+
+def base_state(seed=0):
+    return nnx.state(tiny_model(seed))
+
+
+def run(method, trainable, base, valid_P):
+    model, ctx = method.build(method.graphdef(CFG), trainable, base, RunData(valid_P), CFG)
+    return model(tokens(7), ctx)
+
+
+def test_lora_at_init_is_bit_identical_to_the_base():
+    base = base_state()
+    lora = LoRA(rank=2, targets=("q", "k", "v", "o", "fc", "proj"))
+    tr = lora.init(jax.random.key(1), CFG, base, 0)
+    assert len(jax.tree.leaves(tr)) == 2 * 6 * CFG.n_layer
+    np.testing.assert_array_equal(run(lora, tr, base, jnp.ones(0, bool)), tiny_model(0)(tokens(7)))
+
+
+def test_lora_changes_logits_once_b_is_nonzero():
+    base = base_state()
+    lora = LoRA(rank=1, targets=("fc",))
+    tr = jax.tree.map(lambda x: x + 0.1, lora.init(jax.random.key(1), CFG, base, 0))
+    assert not np.allclose(run(lora, tr, base, jnp.ones(0, bool)), tiny_model(0)(tokens(7)))
+
+
+def test_soft_prompt_of_token_embeddings_equals_hard_prompt():
+    base = base_state()
+    ids = jnp.array([3, 1, 4])
+    soft = {"embeds_PD": base["tok_emb"][...][ids]}
+    hard = {"ids_P": ids}
+    valid = jnp.ones(3, bool)
+    np.testing.assert_array_equal(run(SoftPrompt(), soft, base, valid), run(HardPrompt(), hard, base, valid))
+
+
+@pytest.mark.parametrize("method", [SoftPrompt(init_mode="random"), Prefix(), PrefixKV(), PrefixKV(projection=True)])
+@pytest.mark.parametrize("p", [1, 3])
+def test_padded_masked_context_equals_exact_length(method, p):
+    base = base_state()
+    P = 5
+    padded = method.init(jax.random.key(2), CFG, base, P)
+    exact = method.init(jax.random.key(2), CFG, base, p)
+    valid = jnp.arange(P) < p
+    out_padded = run(method, padded, base, valid)
+    out_exact = run(method, exact, base, jnp.ones(p, bool))
+    np.testing.assert_allclose(out_padded, out_exact, atol=1e-6)
+    # and the masked slots really are ignored: changing them changes nothing
+    noisy = {k: perturb_slots(v, SLOT_AXIS.get(k), p) for k, v in padded.items()}
+    np.testing.assert_allclose(run(method, noisy, base, valid), out_padded, atol=1e-6)
+
+
+SLOT_AXIS = {"embeds_PD": 0, "layer_inputs_LPD": 1, "kv_PF": 0, "emb_PD": 0}
+
+
+def perturb_slots(x, axis, p):
+    if axis is None:
+        return x
+    idx = [slice(None)] * x.ndim
+    idx[axis] = slice(p, None)
+    return x.at[tuple(idx)].add(10.0)
+
+
+def test_prefix_lengths_count_at_true_length():
+    assert Prefix().n_params(preset("paper-exp3"), 12) == 4 * 12 * 256
+    assert SoftPrompt().n_params(CFG, 3) == 3 * 16
+    assert PrefixKV().n_params(CFG, 2) == 2 * CFG.n_layer * 2 * CFG.d_model
+
+
+def test_lora_count_and_parameter_matching_reference():
+    cfg = preset("paper-exp3")
+    lora, n_lora, n_prefix = match_lora_to_prefix(cfg, 12)
+    assert (lora.rank, n_lora, n_prefix) == (1, 12_288, 12_288)
+    assert lora.targets == ("o", "fc", "proj")
+    params = nnx.state(nnx.eval_shape(lambda: __import__("prefixlab.model", fromlist=["x"]).Transformer(
+        cfg, rngs=nnx.Rngs(0), lora=lora.spec)), nnx.LoRAParam)
+    assert sum(x.size for x in jax.tree.leaves(params)) == 12_288
+
+
+def test_full_counts_every_weight():
+    assert Full().n_params(preset("paper-exp1"), None) == 115_776
+
+
+@pytest.mark.parametrize("bad", [dict(name="lora", targets=("x",)), dict(name="lora", rank=0),
+                                 dict(name="soft_prompt", init_mode="text"), dict(name="adapter")])
+def test_bad_method_settings(bad):
+    name = bad.pop("name")
+    with pytest.raises(MethodError):
+        get_method(name, **bad)

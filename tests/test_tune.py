@@ -1,0 +1,63 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prefixlab import tasks as T
+from prefixlab.config import preset
+from prefixlab.methods import Full, HardPrompt, LoRA, Prefix, PrefixKV, SoftPrompt
+from prefixlab.train import init_params, run_keys
+from prefixlab.tune import RunSpec, group_runs, tune_group
+
+CFG = preset("tiny", dropout=0.0)
+TASK = T.parse_mixture("add1")
+
+
+def bases(seeds=(0, 1)):
+    return init_params(CFG, run_keys(list(seeds)))[1]
+
+
+def tune(method, runs, base_S, seeds=(0, 1), steps=20):
+    return tune_group(method, CFG, base_S, TASK, runs, list(seeds), steps, batch_size=8, chunk=10,
+                      eval_samples=40, progress=False)
+
+
+def test_frozen_base_stays_bit_identical():
+    base_S = bases()
+    before = jax.tree.map(np.array, base_S)
+    for m in (Prefix(), SoftPrompt(), PrefixKV(), LoRA(rank=1)):
+        tune(m, group_runs(m, [1, 2], [1e-2]), base_S)
+    chex.assert_trees_all_equal(jax.tree.map(np.array, base_S), before)
+
+
+def test_run_result_does_not_depend_on_its_group():
+    """A length-1 run alone equals the same run padded to length 3 inside a group (same key, masked slots)."""
+    base_S = bases()
+    alone, tr_a, l_a = tune(Prefix(), [RunSpec(1, 1e-2)], base_S)
+    grouped, tr_g, l_g = tune(Prefix(), [RunSpec(3, 1e-2), RunSpec(1, 1e-2)], base_S)
+    np.testing.assert_allclose(l_a[:, 0], l_g[:, 1], rtol=1e-5)
+    assert [r["exact_match"] for r in alone] == [r["exact_match"] for r in grouped if r["context_len"] == 1]
+    assert [r["trainable_params"] for r in grouped] == [2 * 3 * 16, 2 * 1 * 16] * 2
+
+
+def test_training_lowers_the_loss_for_weight_methods():
+    base_S = bases((0,))
+    for m in (Full(), LoRA(rank=2, targets=("q", "k", "v", "o", "fc", "proj"))):
+        _, _, losses = tune(m, group_runs(m, [None], [1e-2]), base_S, seeds=(0,), steps=60)
+        assert losses[0, 0, -10:].mean() < losses[0, 0, :10].mean()
+
+
+def test_learning_rates_share_one_program_and_differ():
+    base_S = bases((0,))
+    recs, _, losses = tune(SoftPrompt(), group_runs(SoftPrompt(), [2], [1e-3, 1e-1]), base_S, seeds=(0,))
+    assert [r["lr"] for r in recs] == [1e-3, 1e-1]
+    assert not np.allclose(losses[0, 0], losses[0, 1])
+
+
+def test_hard_prompt_search_returns_valid_tokens_and_scores():
+    base_S = bases((0,))
+    recs, tr, losses = tune(HardPrompt(), group_runs(HardPrompt(), [1, 2], [0.0]), base_S, seeds=(0,))
+    ids = np.asarray(tr["ids_P"])
+    assert ids.shape == (1, 2, 2) and ids.min() >= 0 and ids.max() < CFG.vocab_size
+    assert all(0.0 <= r["exact_match"] <= 1.0 for r in recs)
+    assert np.isfinite(losses).all()
