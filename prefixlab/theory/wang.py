@@ -26,7 +26,7 @@ from flax import nnx
 
 from prefixlab.config import ModelConfig
 from prefixlab.model import Context, Transformer
-from prefixlab.theory.lbfgs import lbfgs_min
+from prefixlab.theory.lbfgs import lbfgs_min, make_lbfgs
 
 
 @dataclasses.dataclass
@@ -106,12 +106,12 @@ def fit_prompt(prob: WangProblem, lengths, restarts: int = 8, steps: int = 400, 
         m = nnx.merge(graphdef, state)
         return mse(_x0_outputs(m, prob.tokens_IT, Context(valid_P, embeds_PD=prompt_PD)), y)
 
+    run = make_lbfgs(loss, steps)
     out = {}
     for m_p in lengths:
         valid = jnp.arange(Pmax) < m_p
         init = jax.random.normal(jax.random.key(seed + m_p), (restarts, Pmax, prob.d), jnp.float64)
-        best, _ = lbfgs_min(lambda p: loss(p, valid), init, steps)
-        out[int(m_p)] = best
+        out[int(m_p)] = float(run(init, valid)[0].min())
     return out
 
 
