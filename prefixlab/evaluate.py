@@ -14,11 +14,11 @@ DEFAULT_EVAL_SAMPLES = 3200
 
 
 def greedy_generate(model: Transformer, inputs_BN, n_new: int, ctx: Context | None = None):
-    """Greedy continuation of `inputs_BN` by `n_new` tokens. One prefill over a fixed-length buffer, then
-    `lax.scan` of cached single-token steps: shapes never change, so nothing recompiles per token."""
+    """Greedy continuation of `inputs_BN` by `n_new` tokens. One prefill over the inputs into a cache sized for
+    the whole sequence, then `lax.scan` of cached single-token steps: shapes never change, so nothing
+    recompiles per token."""
     B, N = inputs_BN.shape
-    buf_BT = jnp.concatenate([inputs_BN, jnp.zeros((B, n_new - 1), inputs_BN.dtype)], axis=1)
-    logits_BTV, cache = model.prefill(buf_BT, ctx)
+    logits_BTV, cache = model.prefill(inputs_BN, ctx, cache_len=N + n_new - 1)
     first_B = jnp.argmax(logits_BTV[:, N - 1], axis=-1).astype(inputs_BN.dtype)
 
     def step(carry, t):

@@ -262,10 +262,13 @@ class Transformer(nnx.Module):
         return self._logits(x[:, P:])
 
     # -- cached decoding ----------------------------------------------------------------------------------
-    def prefill(self, tokens_BT, ctx: Context | None = None):
-        """Full forward over a fixed-length buffer; returns logits (B, T, V) and the per-layer kv cache."""
+    def prefill(self, tokens_BT, ctx: Context | None = None, cache_len: int | None = None):
+        """Forward over the prompt; returns logits (B, T, V) and the per-layer kv cache, zero-padded to hold
+        `cache_len` content positions (default T) so later decode steps keep fixed shapes."""
         x, per_layer, P = self.stream(tokens_BT, ctx, None, collect=True)
-        cache = [(k, v) for k, v, _ in per_layer]
+        pad = (cache_len or tokens_BT.shape[1]) - tokens_BT.shape[1]
+        grow = lambda a: jnp.pad(a, ((0, 0), (0, pad), (0, 0), (0, 0)))
+        cache = [(grow(k), grow(v)) for k, v, _ in per_layer]
         return self._logits(x[:, P:]), cache
 
     def decode_step(self, token_B, content_pos, cache, ctx: Context | None = None):
