@@ -80,6 +80,7 @@ def run_training(
     desc: str = "train",
     progress: bool = True,
     per_base: bool = False,
+    chunk_times: list | None = None,
 ):
     """Trains R runs for `steps` steps in one compiled program: `trainable_R`, `run_data_R` (per-run constants,
     e.g. the context mask), `lr_R` and `key_R` carry a leading run axis; `frozen` is shared by all runs
@@ -87,7 +88,8 @@ def run_training(
     per_base=True: every argument has an extra leading base axis (one frozen base per pretraining seed, each
     shared by its R runs), so all seeds' groups run in one program: shapes (S, R, ...), `frozen` (S, ...).
     Step s of a run uses key fold_in(its key, s), so results do not depend on the chunk size.
-    Returns (trainable, losses (..., steps) as a host array, wall seconds)."""
+    Returns (trainable, losses (..., steps) as a host array, wall seconds); `chunk_times`, if given, receives
+    each chunk's seconds (the first includes compilation)."""
     if steps <= 0:
         raise ValueError(f"steps must be positive, got {steps}")
 
@@ -116,11 +118,14 @@ def run_training(
     done = 0
     with tqdm(total=steps, desc=desc, unit="step", disable=not progress, dynamic_ncols=True, leave=False) as bar:
         for size in _chunk_sizes(steps, chunk):
+            t_chunk = time.perf_counter()
             trainable_R, opt_state_R, losses_RC = chunk_fn(
                 trainable_R, opt_state_R, frozen, run_data_R, lr_R, key_R, jnp.arange(done, done + size)
             )
             losses_RC = jax.device_get(losses_RC)  # the one host sync per chunk
             losses.append(losses_RC)
+            if chunk_times is not None:
+                chunk_times.append(time.perf_counter() - t_chunk)
             done += size
             bar.update(size)
             bar.set_postfix(loss=f"{float(losses_RC[..., -1].mean()):.4f}")

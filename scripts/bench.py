@@ -51,13 +51,12 @@ def matmul_peak(sizes=(1024, 2048, 4096), reps=5):
 
 
 def timed_training(loss_fn, trainable_R, frozen, run_data_R, key_R, steps, chunk):
-    """Seconds for `steps` steps after a warm-up chunk that compiles the program."""
+    """Seconds for `steps` steps, not counting a first chunk that compiles the program."""
     lr_R = jnp.full((key_R.shape[0],), 5e-4)
-    opt = make_optimizer(OptimConfig())
-    run_training(loss_fn, trainable_R, frozen, run_data_R, lr_R, opt, key_R, chunk, chunk, progress=False)
-    _, _, wall = run_training(loss_fn, trainable_R, frozen, run_data_R, lr_R, opt, key_R, steps, chunk,
-                              progress=False)
-    return wall
+    times = []
+    run_training(loss_fn, trainable_R, frozen, run_data_R, lr_R, make_optimizer(OptimConfig()), key_R,
+                 steps + chunk, chunk, progress=False, chunk_times=times)
+    return sum(times[1:])
 
 
 def bench_pretrain(name, steps, chunk):
