@@ -81,6 +81,7 @@ def run_training(
     progress: bool = True,
     per_base: bool = False,
     chunk_times: list | None = None,
+    run_batch: int | None = None,
 ):
     """Trains R runs for `steps` steps in one compiled program: `trainable_R`, `run_data_R` (per-run constants,
     e.g. the context mask), `lr_R` and `key_R` carry a leading run axis; `frozen` is shared by all runs
@@ -89,7 +90,9 @@ def run_training(
     shared by its R runs), so all seeds' groups run in one program: shapes (S, R, ...), `frozen` (S, ...).
     Step s of a run uses key fold_in(its key, s), so results do not depend on the chunk size.
     Returns (trainable, losses (..., steps) as a host array, wall seconds); `chunk_times`, if given, receives
-    each chunk's seconds (the first includes compilation)."""
+    each chunk's seconds (the first includes compilation).
+    run_batch: runs computed side by side within the program; 0 = all (vmap), the default on GPU/TPU;
+    the default on CPU is 1 (runs in sequence, still one compiled program)."""
     if steps <= 0:
         raise ValueError(f"steps must be positive, got {steps}")
 
@@ -104,7 +107,18 @@ def run_training(
         (trainable, opt_state), losses_C = jax.lax.scan(body, (trainable, opt_state), steps_C)
         return trainable, opt_state, losses_C
 
-    over_runs = jax.vmap(one_run_chunk, in_axes=(0, 0, None, 0, 0, 0, None))
+    if run_batch is None:
+        run_batch = 1 if jax.default_backend() == "cpu" else 0
+
+    def over_runs(trainable, opt_state, frozen, run_data, lr, key, steps_C):
+        if run_batch == 0:  # all runs side by side: what fills an accelerator
+            return jax.vmap(one_run_chunk, in_axes=(0, 0, None, 0, 0, 0, None))(
+                trainable, opt_state, frozen, run_data, lr, key, steps_C)
+        # `run_batch` runs at a time inside the same program (lax.map): on a CPU a wider batch of runs is
+        # slower per run than one after another (measured by scripts/bench.py)
+        body = lambda xs: one_run_chunk(xs[0], xs[1], frozen, xs[2], xs[3], xs[4], steps_C)
+        return jax.lax.map(body, (trainable, opt_state, run_data, lr, key), batch_size=run_batch)
+
     init = jax.vmap(optimizer.init)
     if per_base:
         over_runs = jax.vmap(over_runs, in_axes=(0, 0, 0, 0, 0, 0, None))

@@ -50,12 +50,12 @@ def matmul_peak(sizes=(1024, 2048, 4096), reps=5):
     return best
 
 
-def timed_training(loss_fn, trainable_R, frozen, run_data_R, key_R, steps, chunk):
+def timed_training(loss_fn, trainable_R, frozen, run_data_R, key_R, steps, chunk, run_batch=None):
     """Seconds for `steps` steps, not counting a first chunk that compiles the program."""
     lr_R = jnp.full((key_R.shape[0],), 5e-4)
     times = []
     run_training(loss_fn, trainable_R, frozen, run_data_R, lr_R, make_optimizer(OptimConfig()), key_R,
-                 steps + chunk, chunk, progress=False, chunk_times=times)
+                 steps + chunk, chunk, progress=False, chunk_times=times, run_batch=run_batch)
     return sum(times[1:])
 
 
@@ -98,17 +98,21 @@ def bench_prefix_runs(ks, steps, chunk, P=1):
         return lm_loss(model, task.batch(key, 64), ctx, None)
 
     rows, single = [], None
+    modes = {"default": None, "vmap-all": 0}  # default: 1 run at a time on CPU, all side by side elsewhere
     for K in ks:
         keys = run_keys(list(range(K)))
         tr_R = jax.vmap(lambda k: method.init(k, cfg, base, P))(keys)
-        wall = timed_training(loss_fn, tr_R, base, _run_data([RunSpec(P, 5e-4)] * K, P), keys, steps, chunk)
-        single = wall if K == 1 else single
-        row = {"K": K, "steps": steps, "wall_s": wall, "run_steps_per_s": K * steps / wall}
-        if single is not None:
-            row["vmapped_over_sequential"] = wall / (K * single)
-        rows.append(row)
-        print(f"  prefix runs K={K:3d}: {row['run_steps_per_s']:8.0f} run-steps/s"
-              + (f", vmapped / sequential time = {row['vmapped_over_sequential']:.2f}" if K > 1 else ""), flush=True)
+        for mode, run_batch in modes.items():
+            if K == 1 and mode != "default":
+                continue
+            wall = timed_training(loss_fn, tr_R, base, _run_data([RunSpec(P, 5e-4)] * K, P), keys, steps, chunk,
+                                  run_batch)
+            single = wall if K == 1 else single
+            row = {"K": K, "mode": mode, "steps": steps, "wall_s": wall, "run_steps_per_s": K * steps / wall,
+                   "program_over_sequential": wall / (K * single)}
+            rows.append(row)
+            print(f"  prefix runs K={K:3d} {mode:<8}: {row['run_steps_per_s']:8.0f} run-steps/s, one program's time "
+                  f"/ K single runs = {row['program_over_sequential']:.2f}", flush=True)
     return rows
 
 

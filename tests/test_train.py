@@ -42,3 +42,20 @@ def test_flop_count_matches_parameters():
     # 6 N tokens dominates for the 4-layer model: within 10 % of 6 x 3.16M x 64 x 19
     f = model_flops_per_step(preset("paper-exp3"), 64, 19)
     assert 0.9 < f / (6 * 3.16e6 * 64 * 19) < 1.1
+
+
+def test_runs_in_sequence_equal_runs_side_by_side():
+    """run_batch only changes how runs are scheduled inside the program, not their results."""
+    from prefixlab.train import init_params, lm_loss, make_optimizer, run_keys, run_training
+    from flax import nnx
+
+    graphdef, params_R = init_params(CFG, run_keys([0, 1, 2]))
+
+    def loss_fn(params, _f, _rd, key):
+        return lm_loss(nnx.merge(graphdef, params), MIX.batch(key, 8), None, None)
+
+    out = [run_training(loss_fn, params_R, None, None, jnp.full((3,), 1e-3), make_optimizer(OptimConfig()),
+                        run_keys([5, 6, 7]), 10, 5, progress=False, run_batch=rb)[:2] for rb in (0, 1, 2)]
+    for other in out[1:]:
+        chex.assert_trees_all_close(out[0][0], other[0], atol=1e-5)
+        np.testing.assert_allclose(out[0][1], other[1], rtol=1e-5)
