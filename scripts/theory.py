@@ -2,6 +2,7 @@
 
   python scripts/theory.py identities --model-dir tiny     # prefix identities on a preset (random init)
   python scripts/theory.py all --out theory.json            # every check (several minutes on 2 CPU cores)
+  python scripts/theory.py wang-scan                        # only Wang E3 / E4 (parameters vs K, 2 layers)
 
 Each row: claim, sizes, measured value (error, loss or count), the threshold it must meet, holds / fails.
 """
@@ -116,6 +117,36 @@ def wang_checks(seeds=(0, 1), dims=(2, 4, 8)):
             row("Wang: full fine-tuning", sz, ff, "< 1e-8", ff < 1e-8)
 
 
+def wang_scan_checks(seed: int = 0):
+    """E3 (parameters vs examples, K = 1..4) and E4 (two inputs, same output, with and without the
+    invertibility conditions). About 1.5 min on 2 CPU cores."""
+    S = theory.wang_scan
+    for rw in S.param_scan(d=2, r=8, Ks=(1, 2, 3, 4), max_len=8, seed=seed):
+        K, t, mp, rk = rw["K"], rw["targets"], rw["min_prompt_len"], rw["min_lora_rank"]
+        sz = f"d=2 r=8 K={K} {t} m_p<=8"
+        best = min(rw["prompt_mse"].values())
+        meas = f"m_p={mp} ({rw['prompt_params']}p)" if mp else f"none (best {best:.2g})"
+        if t == "reachable":
+            row("Wang E3: min prompt length = K", sz, meas, f"m_p = K = {K}", mp == K)
+        else:
+            row("Wang E3: min prompt length, random targets", sz, meas, "reported (>= K)", mp is None or mp >= K)
+        row("Wang E3: min LoRA rank on W2", f"d=2 r=8 K={K} {t}", f"rank={rk} ({rw['lora_params']}p)",
+            f"= min(K, d) = {min(K, 2)}", rk == min(K, 2))
+    inv = S.two_inputs(d=3, r=8, seed=seed)
+    sz = "2 layers d=3 r=8 m_p in 1,2,4,8"
+    row("Wang E4: certificate, invertible layers", sz, inv["cert"]["bound"], "> 0", inv["cert"]["bound"] > 0)
+    row("Wang E4: best prompt, same output", sz, inv["best_prompt"], f">= bound {inv['cert']['bound']:.3g}",
+        inv["best_prompt"] >= inv["cert"]["bound"])
+    row("Wang E4: x_1 alone (hidden prompt)", "2 layers d=3 m_p=2", inv["x1_alone_len2"], "< 1e-8",
+        inv["x1_alone_len2"] < 1e-8)
+    row("Wang E4: LoRA rank 2 on W2 (both layers)", "2 layers d=3 r=8", inv["lora2_proj"], "< 1e-8",
+        inv["lora2_proj"] < 1e-8)
+    row("Wang E4: full fine-tuning", "2 layers d=3 r=8", inv["full"], "< 1e-8", inv["full"] < 1e-8)
+    col = S.two_inputs(d=3, r=8, seed=seed, collapse=True)
+    row("Wang E4 control: collapsing MLP, prompt", sz + " L1=1", col["best_prompt"],
+        f"<< invertible {inv['best_prompt']:.3g} (x0.1)", col["best_prompt"] < 0.1 * inv["best_prompt"])
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -128,6 +159,9 @@ def main(argv=None):
     b = sub.add_parser("all", help="identities, constructions, limits, capacity and Wang's limitation")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--out", help="write the table as JSON to this path")
+    c = sub.add_parser("wang-scan", help="only Wang E3 (parameters vs examples) and E4 (two inputs, same output)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", help="write the table as JSON to this path")
     args = ap.parse_args(argv)
     t0 = time.time()
     try:
@@ -136,11 +170,14 @@ def main(argv=None):
                 raise ValueError(f"unknown preset {args.model_dir!r} (checkpoints not supported yet); "
                                  f"valid: {', '.join(PRESETS)}")
             identities(args.model_dir, args.seed)
+        elif args.cmd == "wang-scan":
+            wang_scan_checks(args.seed)
         else:
             identities("tiny", args.seed)
             constructions(args.seed)
             capacity(args.seed)
             wang_checks()
+            wang_scan_checks(args.seed)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

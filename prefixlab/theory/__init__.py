@@ -6,5 +6,5 @@ from prefixlab.theory.randomize import randomize_params
 from prefixlab.theory.constructions import conditional, decoder_head, responses, two_token, unconditional
 from prefixlab.theory.limits import decoder_exact, max_vocab_decoder, max_vocab_two_token, measured_decoder_limit
 from prefixlab.theory.capacity import capacity_count
-from prefixlab.theory import wang
+from prefixlab.theory import wang, wang_scan
 from prefixlab.theory.lbfgs import lbfgs_min
