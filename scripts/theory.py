@@ -92,6 +92,19 @@ def capacity(seed: int = 0):
     row("capacity: distinct completions, hard", "tiny (random) V=10 n_new=8", r["distinct_hard"], "<= V", r["distinct_hard"] <= 10)
     row("capacity: distinct completions, virtual", f"{r['n_virtual']} sampled", r["distinct_virtual"], "> V",
         r["distinct_virtual"] > 10)
+    # the paper's count is on a pretrained model: a tiny one pretrained on the four-task mixture
+    from prefixlab.tasks import parse_mixture
+    from prefixlab.train import pretrain
+
+    steps = 1500
+    graphdef, params_R, _, _ = pretrain(preset("tiny"), parse_mixture("sort_asc,sort_desc,add1,add2"), [seed],
+                                        steps, progress=False)
+    model = nnx.merge(graphdef, jax.tree.map(lambda x: x[0], params_R))
+    r = theory.capacity_count(model, jax.random.key(seed), n_virtual=8192, n_new=8)
+    sizes = f"tiny pretrained ({steps} steps, mixture) V=10 n_new=8"
+    row("capacity: distinct completions, hard", sizes, r["distinct_hard"], "<= V", r["distinct_hard"] <= 10)
+    row("capacity: distinct completions, virtual", f"{r['n_virtual']} sampled", r["distinct_virtual"], "> V",
+        r["distinct_virtual"] > 10)
 
 
 def wang_checks(seeds=(0, 1), dims=(2, 4, 8)):
