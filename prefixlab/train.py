@@ -121,7 +121,12 @@ def run_training(
 
     init = jax.vmap(optimizer.init)
     if per_base:
-        over_runs = jax.vmap(over_runs, in_axes=(0, 0, 0, 0, 0, 0, None))
+        inner = over_runs
+        if run_batch == 0:
+            over_runs = jax.vmap(inner, in_axes=(0, 0, 0, 0, 0, 0, None))
+        else:  # bases one after another too
+            over_runs = lambda tr, os, fr, rd, lr, key, steps_C: jax.lax.map(
+                lambda xs: inner(*xs, steps_C), (tr, os, fr, rd, lr, key))
         init = jax.vmap(init)
     chunk_fn = jax.jit(over_runs, donate_argnums=(0, 1))
     trainable_R = jax.tree.map(jnp.copy, trainable_R)  # chunks donate their inputs; keep the caller's
