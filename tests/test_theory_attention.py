@@ -10,12 +10,7 @@ from prefixlab.model import Context, Transformer
 from prefixlab.theory import attention_identities, identity_summary, random_context, randomize_params
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _x64():
-    old = jax.config.read("jax_enable_x64")
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", old)
+pytestmark = pytest.mark.usefixtures("x64_module")  # float64 for the whole module
 
 
 def _model(dtype, seed, **kw):

@@ -9,12 +9,7 @@ from prefixlab.evaluate import greedy_generate
 from prefixlab.theory import conditional, decoder_exact, responses, two_token, unconditional
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _x64():
-    old = jax.config.read("jax_enable_x64")
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", old)
+pytestmark = pytest.mark.usefixtures("x64_module")  # float64 for the whole module
 
 
 @pytest.mark.parametrize("V,N,dtype", [(94, 20, "float64"), (94, 20, "float32"), (7, 3, "float64")])

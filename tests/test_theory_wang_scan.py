@@ -8,12 +8,7 @@ import pytest
 from prefixlab.theory import wang_scan as S
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _x64():
-    old = jax.config.read("jax_enable_x64")
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", old)
+pytestmark = pytest.mark.usefixtures("x64_module")  # float64 for the whole module
 
 
 def test_scan_prompt_needs_K_tokens_lora_needs_rank_min_K_d():
