@@ -18,6 +18,7 @@ from flax import nnx
 
 from prefixlab.config import ModelConfig
 from prefixlab.model import Context, LoRAParam, Transformer
+from prefixlab.train import abstract_model
 
 LORA_MODULES = ("q", "k", "v", "o", "fc", "proj")
 SOFT_PROMPT_INITS = ("random", "vocab", "sample_vocab")
@@ -50,7 +51,7 @@ class Method:
     default_lr: float = 0.0
 
     def graphdef(self, cfg: ModelConfig):
-        return nnx.graphdef(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))))
+        return abstract_model(cfg)[0]
 
     def init(self, key, cfg: ModelConfig, base_params, P: int):
         return {}
@@ -209,7 +210,7 @@ class LoRA(Method):
         return (self.rank, self.alpha, self.targets)
 
     def graphdef(self, cfg):
-        return nnx.graphdef(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0), lora=self.spec)))
+        return abstract_model(cfg, self.spec)[0]
 
     def init(self, key, cfg, base_params, P):
         model = Transformer(cfg, rngs=nnx.Rngs(params=key), lora=self.spec)
@@ -241,8 +242,7 @@ class Full(Method):
         return nnx.merge(graphdef, trainable), None
 
     def n_params(self, cfg, p):
-        return int(sum(x.size for x in jax.tree.leaves(nnx.state(
-            nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))))))
+        return int(sum(x.size for x in jax.tree.leaves(abstract_model(cfg)[1])))
 
 
 METHODS = {"none": Method, "prompt": HardPrompt, "soft_prompt": SoftPrompt, "prefix": Prefix,

@@ -46,14 +46,19 @@ class WangProblem:
 
     def model(self, lora=None) -> Transformer:
         m = Transformer(self.cfg(), rngs=nnx.Rngs(0), lora=lora)
-        w, a, mlp = self.weights, m.blocks[0].attn, m.blocks[0].mlp
-        m.tok_emb[...] = jnp.asarray(w["tok"])
-        for lin, k in ((a.q, "wq"), (a.k, "wk"), (a.v, "wv"), (a.o, "wo")):
-            lin.kernel[...] = jnp.asarray(w[k])
-            lin.bias[...] = jnp.zeros_like(lin.bias[...])
-        mlp.layers[0].kernel[...], mlp.layers[0].bias[...] = jnp.asarray(w["w1"]), jnp.asarray(w["b1"])
-        mlp.layers[1].kernel[...], mlp.layers[1].bias[...] = jnp.asarray(w["w2"]), jnp.asarray(w["b2"])
+        m.tok_emb[...] = jnp.asarray(self.weights["tok"])
+        write_block(m.blocks[0], self.weights)
         return m
+
+
+def write_block(block, w) -> None:
+    """Writes a Yun-style block's weights (wq, wk, wv, wo without biases; w1, b1, w2, b2) into a model block."""
+    a, mlp = block.attn, block.mlp
+    for lin, k in ((a.q, "wq"), (a.k, "wk"), (a.v, "wv"), (a.o, "wo")):
+        lin.kernel[...] = jnp.asarray(w[k])
+        lin.bias[...] = jnp.zeros_like(lin.bias[...])
+    mlp.layers[0].kernel[...], mlp.layers[0].bias[...] = jnp.asarray(w["w1"]), jnp.asarray(w["b1"])
+    mlp.layers[1].kernel[...], mlp.layers[1].bias[...] = jnp.asarray(w["w2"]), jnp.asarray(w["b2"])
 
 
 def make_problem(d: int, seed: int, r: int = 16, L: float = 0.5, n_examples: int = 2) -> WangProblem:

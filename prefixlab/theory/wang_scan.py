@@ -45,7 +45,7 @@ from flax import nnx
 from prefixlab.config import ModelConfig
 from prefixlab.model import Context, LoRAParam, Transformer
 from prefixlab.theory.lbfgs import lbfgs_min, make_lbfgs
-from prefixlab.theory.wang import mlp_forward
+from prefixlab.theory.wang import mlp_forward, write_block
 
 FIT = 1e-8
 
@@ -69,12 +69,7 @@ class Stack:
         m = Transformer(cfg, rngs=nnx.Rngs(0), lora=lora)
         m.tok_emb[...] = jnp.asarray(self.tok)
         for blk, w in zip(m.blocks, self.layers):
-            a, mlp = blk.attn, blk.mlp
-            for lin, k in ((a.q, "wq"), (a.k, "wk"), (a.v, "wv"), (a.o, "wo")):
-                lin.kernel[...] = jnp.asarray(w[k])
-                lin.bias[...] = jnp.zeros_like(lin.bias[...])
-            mlp.layers[0].kernel[...], mlp.layers[0].bias[...] = jnp.asarray(w["w1"]), jnp.asarray(w["b1"])
-            mlp.layers[1].kernel[...], mlp.layers[1].bias[...] = jnp.asarray(w["w2"]), jnp.asarray(w["b2"])
+            write_block(blk, w)
         return m
 
 
