@@ -24,6 +24,11 @@ LORA_MODULES = ("q", "k", "v", "o", "fc", "proj")
 SOFT_PROMPT_INITS = ("random", "vocab", "sample_vocab")
 
 
+# Context slots carry no position, so nothing in the model bounds P; this bound keeps a padded group's attention
+# cost sane and is well above the papers' longest prefixes (P = 12).
+MAX_CONTEXT_LEN = 64
+
+
 class MethodError(ValueError):
     """A method or method setting that does not exist or does not fit the model."""
 

@@ -9,15 +9,18 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 GROUP_KEYS = ("task", "method", "context_len", "lora_rank", "lora_targets")
 
 
-def append_jsonl(path: Path, record: dict) -> None:
-    """Appends one record as a single write + fsync, so a kill leaves no torn line behind."""
-    line = (json.dumps(record, sort_keys=True) + "\n").encode()
+def append_jsonl(path: Path, records: dict | list[dict]) -> None:
+    """Appends records (one line each) in a single write + fsync, so a kill leaves no torn group behind."""
+    records = [records] if isinstance(records, dict) else records
+    data = "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in records).encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line)
+        os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -28,37 +31,98 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def read_jsonl_repairing(path: Path, log=print) -> list[dict]:
+    """Reads the records; a torn last line (a kill inside a write) is cut off the file, with a message."""
+    data = Path(path).read_bytes()
+    keep = data.rfind(b"\n") + 1
+    tail = data[keep:]
+    if tail.strip():
+        try:
+            json.loads(tail)
+            keep = len(data)  # a whole last record without its newline
+        except ValueError:
+            log(f"{path}: removed a torn last line ({len(tail)} bytes) left by an interrupted write")
+            with open(path, "r+b") as f:
+                f.truncate(keep)
+    return [json.loads(line) for line in data[:keep].decode().splitlines() if line.strip()]
+
+
+def loss_curve(losses_T, points: int = 100) -> list[float]:
+    """The training loss as at most `points` window means (what plots need; the full curve is in the checkpoint)."""
+    losses_T = np.asarray(losses_T, np.float64)
+    if losses_T.size == 0 or np.isnan(losses_T).all():
+        return []
+    windows = np.array_split(losses_T, min(points, losses_T.size))
+    return [round(float(w.mean()), 6) if np.isfinite(w).all() else None for w in windows]
+
+
+def _flat(record: dict) -> dict:
+    """CSV row: nested dicts become `key.sub` columns, lists (loss curves) stay in the JSON lines only."""
+    row = {}
+    for k, v in record.items():
+        if isinstance(v, dict):
+            row.update({f"{k}.{sub}": x for sub, x in v.items()})
+        elif not isinstance(v, list):
+            row[k] = v
+    return row
+
+
 def write_csv(path: Path, records: list[dict]) -> None:
-    fields = sorted({k for r in records for k in r})
+    rows = [_flat(r) for r in records]
+    fields = sorted({k for r in rows for k in r})
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
-        w.writerows(records)
+        w.writerows(rows)
 
 
-def _mean_std(xs):
+# two-sided 95 % Student-t quantiles by degrees of freedom (no scipy for a dozen numbers)
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def t95(dof: int) -> float:
+    if dof < 1:
+        return math.nan
+    return _T95.get(dof) or next((v for k, v in sorted(_T95.items()) if k >= dof), 1.960)
+
+
+def mean_std_ci(xs):
+    """Mean, sample std and the half-width of the 95 % t-interval of the mean (nan for fewer than 2 values);
+    None values (diverged runs) are left out."""
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None, None, None
     m = sum(xs) / len(xs)
-    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-    return m, sd
+    if len(xs) < 2:
+        return m, 0.0, math.nan
+    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+    return m, sd, t95(len(xs) - 1) * sd / math.sqrt(len(xs))
 
 
 def summarize(records: list[dict]) -> list[dict]:
-    """One row per task x method x context length x LoRA rank x lr: mean and std over seeds."""
+    """One row per task x method x context length x LoRA rank x lr: mean, std and 95 % interval over seeds."""
     groups = defaultdict(list)
     for r in records:
         groups[tuple(r.get(k) for k in (*GROUP_KEYS, "lr"))].append(r)
     rows = []
     for key, rs in groups.items():
-        em, em_sd = _mean_std([r["exact_match"] for r in rs])
-        ta, ta_sd = _mean_std([r["token_accuracy"] for r in rs])
-        row = dict(zip(GROUP_KEYS, key[:-1]), lr=key[-1], n_seeds=len(rs), exact_match=em, exact_match_std=em_sd,
-                   token_accuracy=ta, token_accuracy_std=ta_sd, trainable_params=rs[0]["trainable_params"],
-                   steps=rs[0].get("steps"))
+        em, em_sd, em_ci = mean_std_ci([r["exact_match"] for r in rs])
+        ta, ta_sd, ta_ci = mean_std_ci([r["token_accuracy"] for r in rs])
+        row = dict(zip(GROUP_KEYS, key[:-1]), lr=key[-1], n_seeds=len(rs),
+                   n_diverged=sum(r.get("status") == "diverged" for r in rs),
+                   exact_match=em, exact_match_std=em_sd, exact_match_ci95=em_ci,
+                   token_accuracy=ta, token_accuracy_std=ta_sd, token_accuracy_ci95=ta_ci,
+                   trainable_params=rs[0]["trainable_params"], steps=rs[0].get("steps"),
+                   wall_s=mean_std_ci([r.get("wall_s") for r in rs])[0])
+        cross = sorted({t for r in rs for t in (r.get("cross_exact_match") or {})})
+        row["cross_exact_match"] = {t: mean_std_ci([(r.get("cross_exact_match") or {}).get(t) for r in rs])[0]
+                                    for t in cross}
         rows.append(row)
     return rows
 
 
-def _label(row) -> str:
+def method_label(row) -> str:
     return row["method"] + (f":{row['lora_targets']}" if row.get("lora_targets") else "")
 
 
@@ -70,10 +134,11 @@ def format_table(records: list[dict]) -> str:
     for r in rows:
         fmt = lambda v: "-" if v is None else str(v)
         lr = f"{r['lr']:.0e}" if r["lr"] else "-"
+        pm = lambda m, sd, w: f"{'diverged':>{w + 8}}" if m is None else f"{100 * m:>{w}.1f} ± {100 * sd:<5.1f}"
         lines.append(
-            f"{r['task']:<16} {_label(r):<22} {fmt(r['context_len']):>4} {fmt(r['lora_rank']):>4} {lr:>8} "
+            f"{r['task']:<16} {method_label(r):<22} {fmt(r['context_len']):>4} {fmt(r['lora_rank']):>4} {lr:>8} "
             f"{r['trainable_params']:>9,} {fmt(r['steps']):>6} "
-            f"{100 * r['exact_match']:>7.1f} ± {100 * r['exact_match_std']:<5.1f} "
-            f"{100 * r['token_accuracy']:>6.1f} ± {100 * r['token_accuracy_std']:<4.1f}  {r['n_seeds']}"
+            f"{pm(r['exact_match'], r['exact_match_std'], 7)} {pm(r['token_accuracy'], r['token_accuracy_std'], 6)}"
+            f"  {r['n_seeds']}" + (f" ({r['n_diverged']} diverged)" if r["n_diverged"] else "")
         )
     return "\n".join(lines)

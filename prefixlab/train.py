@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 from flax import nnx
 from tqdm.auto import tqdm
 
@@ -82,6 +84,7 @@ def run_training(
     per_base: bool = False,
     chunk_times: list | None = None,
     run_batch: int | None = None,
+    resume=None,
 ):
     """Trains R runs for `steps` steps in one compiled program: `trainable_R`, `run_data_R` (per-run constants,
     e.g. the context mask), `lr_R` and `key_R` carry a leading run axis; `frozen` is shared by all runs
@@ -92,7 +95,9 @@ def run_training(
     Returns (trainable, losses (..., steps) as a host array, wall seconds); `chunk_times`, if given, receives
     each chunk's seconds (the first includes compilation).
     run_batch: runs computed side by side within the program; 0 = all (vmap), the default on GPU/TPU;
-    the default on CPU is 1 (runs in sequence, still one compiled program)."""
+    the default on CPU is 1 (runs in sequence, still one compiled program).
+    resume: a `checkpoint.ChunkCheckpoint`; training starts from its last save, if any, and saves between chunks
+    (at most every `resume.every_s` seconds); the caller clears it once the result is stored."""
     if steps <= 0:
         raise ValueError(f"steps must be positive, got {steps}")
 
@@ -128,15 +133,32 @@ def run_training(
             over_runs = lambda tr, os, fr, rd, lr, key, steps_C: jax.lax.map(
                 lambda xs: inner(*xs, steps_C), (tr, os, fr, rd, lr, key))
         init = jax.vmap(init)
-    chunk_fn = jax.jit(over_runs, donate_argnums=(0, 1))
-    trainable_R = jax.tree.map(jnp.copy, trainable_R)  # chunks donate their inputs; keep the caller's
-    opt_state_R = jax.jit(init)(trainable_R)
     lr_R = jnp.asarray(lr_R, jnp.float32)
-    losses = []
-    start = time.perf_counter()
-    done = 0
-    with tqdm(total=steps, desc=desc, unit="step", disable=not progress, dynamic_ncols=True, leave=False) as bar:
-        for size in _chunk_sizes(steps, chunk):
+    mesh = run_mesh()
+    if mesh is None:
+        chunk_fn = jax.jit(over_runs, donate_argnums=(0, 1))
+        trainable_R = jax.tree.map(jnp.copy, trainable_R)  # chunks donate their inputs; keep the caller's
+    else:  # every device runs its slice of the runs with the single-device program: same numbers as 1 device
+        run_axis = 1 if per_base else 0
+        R = jax.tree.leaves(trainable_R)[0].shape[run_axis]
+        spec = P(*[None] * run_axis, "runs")
+        chunk_fn = jax.jit(jax.shard_map(over_runs, mesh=mesh, in_specs=(spec, spec, P(), spec, spec, spec, P()),
+                                         out_specs=(spec, spec, spec)), donate_argnums=(0, 1))
+        place = lambda tree, sp: jax.device_put(tree, NamedSharding(mesh, sp))
+        pad = lambda tree: place(_pad_runs(tree, run_axis, -R % mesh.size), spec)
+        trainable_R, run_data_R, lr_R, key_R = map(pad, (trainable_R, run_data_R, lr_R, key_R))
+        frozen = place(frozen, P())
+    opt_state_R = jax.jit(init)(trainable_R)
+    losses, done = [], 0
+    if resume is not None and (state := resume.load(trainable_R, opt_state_R)) is not None:
+        trainable_R, opt_state_R, done, losses_done = state
+        losses = [losses_done]
+    if mesh is not None:
+        trainable_R, opt_state_R = place(trainable_R, spec), place(opt_state_R, spec)
+    start = last_save = time.perf_counter()
+    with tqdm(total=steps, initial=done, desc=desc, unit="step", disable=not progress, dynamic_ncols=True,
+              leave=False) as bar:
+        for size in _chunk_sizes(steps - done, chunk):
             t_chunk = time.perf_counter()
             trainable_R, opt_state_R, losses_RC = chunk_fn(
                 trainable_R, opt_state_R, frozen, run_data_R, lr_R, key_R, jnp.arange(done, done + size)
@@ -147,8 +169,28 @@ def run_training(
                 chunk_times.append(time.perf_counter() - t_chunk)
             done += size
             bar.update(size)
-            bar.set_postfix(loss=f"{float(losses_RC[..., -1].mean()):.4f}")
-    return trainable_R, np.concatenate(losses, axis=-1), time.perf_counter() - start
+            bar.set_postfix(loss=f"{float(np.nanmean(losses_RC[..., -1])):.4f}")
+            if resume is not None and done < steps and time.perf_counter() - last_save >= resume.every_s:
+                resume.save(trainable_R, opt_state_R, done, np.concatenate(losses, axis=-1))
+                last_save = time.perf_counter()
+    losses = np.concatenate(losses, axis=-1)
+    if mesh is not None:  # drop the padding runs; hand back ordinary single-device arrays
+        keep = lambda x: jnp.asarray(np.take(np.asarray(x), np.arange(R), axis=run_axis))
+        trainable_R, losses = jax.tree.map(keep, jax.device_get(trainable_R)), np.take(losses, np.arange(R), run_axis)
+    return trainable_R, losses, time.perf_counter() - start
+
+
+def run_mesh():
+    """A one-axis mesh ('runs') over all devices, or None on a single device."""
+    return jax.make_mesh((jax.device_count(),), ("runs",)) if jax.device_count() > 1 else None
+
+
+def _pad_runs(tree, axis: int, pad: int):
+    """Repeats run 0 `pad` times along `axis` so the run axis divides evenly over the devices."""
+    if pad == 0:
+        return tree
+    extend = lambda x: jnp.concatenate([x, jnp.repeat(jax.lax.slice_in_dim(x, 0, 1, axis=axis), pad, axis)], axis)
+    return jax.tree.map(extend, tree)
 
 
 def abstract_model(cfg: ModelConfig, lora=None):
@@ -172,8 +214,10 @@ def pretrain(
     optim: OptimConfig = OptimConfig(),
     chunk: int = 250,
     progress: bool = True,
+    resume=None,
 ):
-    """Pretrains one base per seed (vmapped) with dropout. Returns graphdef, params_R, losses_RS, wall_s."""
+    """Pretrains one base per seed (vmapped) with dropout. Returns graphdef, params_R, losses_RS, wall_s.
+    resume: a `checkpoint.ChunkCheckpoint` to continue from and save to between chunks."""
     if cfg.vocab_size != mixture.vocab_size:
         raise ValueError(f"model vocabulary {cfg.vocab_size} != task vocabulary {mixture.vocab_size}")
     key_R = run_keys(seeds)
@@ -189,7 +233,7 @@ def pretrain(
     lr_R = jnp.full((len(seeds),), optim.lr)
     params_R, losses_RS, wall = run_training(
         loss_fn, params_R, None, None, lr_R, make_optimizer(optim), train_key_R, steps, chunk,
-        desc=f"pretrain {mixture.spec}", progress=progress,
+        desc=f"pretrain {mixture.spec}", progress=progress, resume=resume,
     )
     return graphdef, params_R, losses_RS, wall
 

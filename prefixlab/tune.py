@@ -60,10 +60,15 @@ def tune_group(
     chunk: int = 250,
     eval_samples: int = DEFAULT_EVAL_SAMPLES,
     progress: bool = True,
+    cross_tasks: list[Mixture] = (),
+    resume=None,
 ):
     """Tunes every run of a group on each seed's frozen base (`base_S`: base parameters stacked over seeds),
     all in one program, then evaluates. Returns (records, trainable_SR, losses_SRT): one record dict per
-    (seed, run) with seed, context_len, lr, exact_match, token_accuracy, final_loss, trainable_params, wall_s."""
+    (seed, run) with seed, context_len, lr, exact_match, token_accuracy, final_loss, trainable_params, wall_s,
+    status ("ok", or "diverged" when the loss went NaN/inf: its accuracies are then None), and, when
+    `cross_tasks` are given, cross_exact_match {task: exact match of this tuned run on that task}.
+    resume: a `checkpoint.ChunkCheckpoint` for the training state (see `train.run_training`)."""
     S, R = len(seeds), len(runs)
     P = max((r.context_len or 0) for r in runs)
     graphdef = method.graphdef(cfg)
@@ -84,22 +89,31 @@ def tune_group(
     if isinstance(method, HardPrompt):
         trainable_SR, losses_SRT, wall = _search_prompts(loss_on, base_S, runs, train_keys_SR, cfg)
     elif method.name == "none":
-        losses_SRT, wall = np.full((S, R, 1), np.nan), 0.0
+        losses_SRT, wall = np.zeros((S, R, 0), np.float32), 0.0  # nothing trains
     else:
         lr_SR = jnp.array([[r.lr for r in runs]] * S)
         trainable_SR, losses_SRT, wall = run_training(
             loss_on, trainable_SR, base_S, run_data_SR, lr_SR, make_optimizer(optim), train_keys_SR, steps,
-            chunk, desc=f"{method.name} {task.spec}", progress=progress, per_base=True,
+            chunk, desc=f"{method.name} {task.spec}", progress=progress, per_base=True, resume=resume,
         )
-    evaluate = make_evaluator(build, task, eval_samples, per_base=True, cache_key=(method, cfg))
-    exact_SR, tok_SR = jax.device_get(evaluate(trainable_SR, base_S, run_data_SR))
-    fl_SR = final_loss(losses_SRT)
-    records = [
-        dict(seed=seed, context_len=r.context_len, lr=r.lr, exact_match=float(exact_SR[si, ri]),
-             token_accuracy=float(tok_SR[si, ri]), final_loss=float(fl_SR[si, ri]),
-             trainable_params=method.n_params(cfg, r.context_len), wall_s=wall / (S * R))
-        for si, seed in enumerate(seeds) for ri, r in enumerate(runs)
-    ]
+    evaluate = lambda t: jax.device_get(make_evaluator(build, t, eval_samples, per_base=True, cache_key=(method, cfg))(
+        trainable_SR, base_S, run_data_SR))
+    exact_SR, tok_SR = evaluate(task)
+    cross = {t.spec: evaluate(t)[0] for t in cross_tasks}
+    fl_SR = final_loss(losses_SRT) if losses_SRT.shape[-1] else np.full((S, R), np.nan)
+    diverged_SR = ~np.isfinite(losses_SRT).all(axis=-1)
+    records = []
+    for si, seed in enumerate(seeds):
+        for ri, r in enumerate(runs):
+            bad = bool(diverged_SR[si, ri])
+            acc = lambda x: None if bad else float(x)
+            rec = dict(seed=seed, context_len=r.context_len, lr=r.lr, exact_match=acc(exact_SR[si, ri]),
+                       token_accuracy=acc(tok_SR[si, ri]), final_loss=float(fl_SR[si, ri]) if np.isfinite(fl_SR[si, ri]) else None,
+                       trainable_params=method.n_params(cfg, r.context_len), wall_s=wall / (S * R),
+                       status="diverged" if bad else "ok")
+            if cross:
+                rec["cross_exact_match"] = {t: acc(em[si, ri]) for t, em in cross.items()}
+            records.append(rec)
     return records, trainable_SR, losses_SRT
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 import time
 from datetime import datetime
@@ -25,9 +26,13 @@ import jax  # noqa: E402
 from prefixlab import tasks as T  # noqa: E402
 from prefixlab.config import PRESETS, preset  # noqa: E402
 from prefixlab.methods import LORA_MODULES, METHODS, SOFT_PROMPT_INITS, MethodError, get_method, match_lora_to_prefix  # noqa: E402
-from prefixlab.results import append_jsonl, format_table, read_jsonl, write_csv  # noqa: E402
-from prefixlab.train import OptimConfig, final_loss, pretrain  # noqa: E402
-from prefixlab.tune import group_runs, tune_group  # noqa: E402
+from prefixlab.results import append_jsonl, format_table, loss_curve, read_jsonl, read_jsonl_repairing  # noqa: E402
+from prefixlab import checkpoint as ckpt  # noqa: E402
+from prefixlab.bases import DEFAULT_CACHE, default_cache_dir, load_or_pretrain  # noqa: E402
+from prefixlab.methods import MAX_CONTEXT_LEN  # noqa: E402
+from prefixlab.report import write_report  # noqa: E402
+from prefixlab.train import OptimConfig, final_loss  # noqa: E402
+from prefixlab.tune import RunSpec, group_runs, tune_group  # noqa: E402
 from prefixlab.model import count_params  # noqa: E402
 
 ALL_METHODS = ["none", "prompt", "soft_prompt", "prefix", "prefix_kv", "lora", "full"]
@@ -86,7 +91,20 @@ valid tasks: {T._valid_names()}; compose with '+', e.g. sort_asc+add1""",
     p.add_argument("--eval-samples", type=int, default=3200, help="test-split samples per evaluation (default: %(default)s)")
     p.add_argument("--chunk", type=int, default=250, help="steps per compiled chunk; the host syncs once per chunk (default: %(default)s)")
     p.add_argument("--out", default=None, help="run directory (default: runs/sweep-<date>-<time>)")
-    p.add_argument("--force", action="store_true", help="write into an existing run directory, replacing its results")
+    p.add_argument("--force", action="store_true",
+                   help="write into an existing run directory, deleting its results and checkpoints first")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted sweep in --out with its own config.json: finished groups are kept, "
+                        "an unfinished one continues from its last saved chunk")
+    p.add_argument("--cache-dir", default=None,
+                   help="where pretrained bases are cached and reused by any sweep with the same pretraining "
+                        f"configuration (default: $PREFIXLAB_CACHE or {DEFAULT_CACHE})")
+    p.add_argument("--save-every", type=float, default=60.0,
+                   help="seconds between saves of the training state, for --resume (default: %(default)s)")
+    p.add_argument("--no-cross-eval", action="store_true",
+                   help="evaluate each tuned run on its own task only (default: also on every other --tasks task)")
+    p.add_argument("--distributed", action="store_true",
+                   help="multi-host TPU/GPU job: call jax.distributed.initialize() first; only process 0 writes")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -124,10 +142,41 @@ def _tune_lrs(parser, text, methods):
     return lrs
 
 
+OPERATIONAL = ("out", "force", "resume", "quiet", "cache_dir", "save_every", "distributed")  # not part of "what"
+
+
+def _resume_args(parser, a, argv):
+    """--resume runs the sweep of <out>/config.json: the flags given must be none but operational ones, or the same."""
+    if a.force:
+        parser.error("--resume and --force exclude each other")
+    if a.out is None:
+        parser.error("--resume needs --out <run directory>")
+    path = Path(a.out) / "config.json"
+    try:
+        stored = parser.parse_args(json.loads(path.read_text())["argv"])
+    except (OSError, ValueError, KeyError) as e:
+        parser.error(f"cannot resume {a.out}: {path} is missing or unreadable ({type(e).__name__})")
+    defaults = parser.parse_args([])
+    what = [k for k in vars(defaults) if k not in OPERATIONAL]
+    if any(getattr(a, k) != getattr(defaults, k) for k in what):
+        diff = [k for k in what if getattr(a, k) != getattr(stored, k)]
+        if diff:
+            flags = ", ".join("--" + k.replace("_", "-") for k in diff)
+            parser.error(f"cannot resume {a.out}: {flags} differ from its config.json; give only --out and --resume")
+    for k in what:
+        setattr(a, k, getattr(stored, k))
+    a.argv = json.loads(path.read_text())["argv"]
+    return a
+
+
 def parse_args(argv=None):
     """Parses and validates everything before any compute starts."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     a = parser.parse_args(argv)
+    a.argv = argv
+    if a.resume:
+        a = _resume_args(parser, a, argv)
     try:
         pre_specs, task_specs = T.split_specs(a.pretrain), T.split_specs(a.tasks)
         variant = T.choose_variant(pre_specs + task_specs, a.variant)
@@ -154,11 +203,16 @@ def parse_args(argv=None):
         a.method_groups = method_groups(a)
     except MethodError as e:
         parser.error(str(e))
+    if max(a.prefix_lengths) > MAX_CONTEXT_LEN:
+        parser.error(f"--prefix-lengths up to {MAX_CONTEXT_LEN} (the longest context the model takes), got {max(a.prefix_lengths)}")
+    if a.save_every < 0:
+        parser.error(f"--save-every must be >= 0, got {a.save_every}")
     if "prompt" in a.methods and max(a.prefix_lengths) > 8:
         parser.error("--prefix-lengths above 8 make the hard-prompt search too long; drop 'prompt' or shorten")
     a.out = Path(a.out or f"runs/sweep-{datetime.now():%Y%m%d-%H%M%S}")
-    if (a.out / "results.jsonl").exists() and not a.force:
-        parser.error(f"{a.out} already holds results; choose another --out or pass --force to replace them")
+    if a.out.exists() and any(a.out.iterdir()) and not (a.force or a.resume):
+        parser.error(f"{a.out} already exists; pass --resume to continue it, --force to replace it, or another --out")
+    a.cache_dir = Path(a.cache_dir) if a.cache_dir else default_cache_dir()
     return a
 
 
@@ -183,55 +237,113 @@ def method_groups(a):
     return groups
 
 
+def group_tag(method, rank) -> str:
+    """A group's name in results and under <out>/ckpt/<task>/: method and the settings that change its shape."""
+    tag = method.name
+    if rank:
+        tag += f"-r{rank}-" + "".join(method.targets)
+    if method.name == "soft_prompt":
+        tag += f"-{method.init_mode}"
+    if method.name == "prefix_kv" and method.projection:
+        tag += "-projection"
+    return tag
+
+
+def _fresh_out(a) -> None:
+    """--force: remove what an earlier sweep wrote here (only these names)."""
+    for name in ("config.json", "results.jsonl", "results.csv", "summary.md", "plots", "ckpt"):
+        path = a.out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _write_config(a) -> None:
+    skip = ("cfg", "pretrain_mix", "task_mixes", "method_groups", "out", "cache_dir")
+    config = {k: v for k, v in vars(a).items() if k not in skip}
+    config.update(out=str(a.out), cache_dir=str(a.cache_dir), model_config=dataclasses.asdict(a.cfg),
+                  jax_version=jax.__version__, devices=[str(d) for d in jax.devices()])
+    ckpt.write_json_atomic(a.out / "config.json", config)
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
-    a.out.mkdir(parents=True, exist_ok=True)
+    if a.distributed:
+        jax.distributed.initialize()
+    writer = jax.process_index() == 0  # multi-host: every process computes, process 0 writes
+    log = print if writer else (lambda *_, **__: None)
     results_path = a.out / "results.jsonl"
-    if results_path.exists():
-        results_path.unlink()  # --force
+    done_groups = set()
+    if writer:
+        a.out.mkdir(parents=True, exist_ok=True)
+        if a.force:
+            _fresh_out(a)
+        if a.resume and results_path.exists():
+            done_groups = {r["group"] for r in read_jsonl_repairing(results_path, log)}
+        _write_config(a)
     seeds = list(range(a.seeds))
-    config = {k: v for k, v in vars(a).items() if k not in ("cfg", "pretrain_mix", "task_mixes", "method_groups", "out")}
-    config.update(out=str(a.out), model_config=dataclasses.asdict(a.cfg), jax_version=jax.__version__,
-                  devices=[str(d) for d in jax.devices()])
-    (a.out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
-    print(f"prefixlab sweep -> {a.out}  model {a.model} ({a.variant} tasks, vocabulary {a.cfg.vocab_size}), "
-          f"seeds {seeds}, device {jax.devices()[0].platform}")
+    progress = writer and not a.quiet
+    log(f"prefixlab sweep -> {a.out}  model {a.model} ({a.variant} tasks, vocabulary {a.cfg.vocab_size}), "
+        f"seeds {seeds}, {jax.device_count()} {jax.devices()[0].platform} device(s)"
+        + (f", resuming: {len(done_groups)} group(s) already done" if a.resume else ""))
 
     t0 = time.perf_counter()
-    _, base_S, losses_ST, pre_wall = pretrain(a.cfg, a.pretrain_mix, seeds, a.pretrain_steps, a.batch_size,
-                                              OptimConfig(lr=a.lr), a.chunk, progress=not a.quiet)
+    try:
+        _, base_S, losses_ST, wall_S, cached = load_or_pretrain(
+            a.cache_dir, a.cfg, a.pretrain_mix, seeds, a.pretrain_steps, a.batch_size, OptimConfig(lr=a.lr),
+            a.chunk, progress, a.save_every, log, copy_to=a.out / "ckpt" / "base" if writer else None)
+    except ckpt.CheckpointError as e:
+        print(f"sweep.py: error: {e}", file=sys.stderr)
+        return 2
     pre_loss_S = final_loss(losses_ST)
     n_model = count_params(jax.tree.map(lambda x: x[0], base_S))
-    print(f"pretrained {len(seeds)} base(s) on {a.pretrain_mix.spec}: {a.pretrain_steps} steps in {pre_wall:.1f} s, "
-          f"final loss {pre_loss_S.mean():.4f}")
+    log(f"bases on {a.pretrain_mix.spec}: {a.pretrain_steps} steps, final loss {pre_loss_S.mean():.4f}, "
+        f"pretraining {wall_S.sum():.1f} s" + (f" (earlier, seeds {cached} from the cache)" if cached else ""))
 
-    common = dict(pretrain=a.pretrain_mix.spec, model=a.model, variant=a.variant, pretrain_steps=a.pretrain_steps,
-                  status="ok")
-    records = []
+    common = dict(pretrain=a.pretrain_mix.spec, model=a.model, variant=a.variant, pretrain_steps=a.pretrain_steps)
     for task in a.task_mixes:
+        cross = [] if a.no_cross_eval else [t for t in a.task_mixes if t.spec != task.spec]
         for method, rank in a.method_groups:
-            lrs = a.tune_lrs.get(method.name, [0.0])
-            runs = group_runs(method, a.prefix_lengths, lrs)
-            recs, _, _ = tune_group(method, a.cfg, base_S, task, runs, seeds, a.tune_steps, a.batch_size,
-                                    eval_samples=a.eval_samples, chunk=a.chunk, progress=not a.quiet)
+            group = f"{task.spec}/{group_tag(method, rank)}"
+            if group in done_groups:
+                log(f"  {group:<36} done earlier, kept")
+                continue
+            group_dir = a.out / "ckpt" / task.spec / group_tag(method, rank)
+            partial = ckpt.ChunkCheckpoint(group_dir.with_name(group_dir.name + ".partial"), a.save_every)
+            runs = group_runs(method, a.prefix_lengths, a.tune_lrs.get(method.name, [0.0]))
+            recs, trainable_SR, losses_SRT = tune_group(
+                method, a.cfg, base_S, task, runs, seeds, a.tune_steps, a.batch_size, eval_samples=a.eval_samples,
+                chunk=a.chunk, progress=progress, cross_tasks=cross, resume=partial if writer else None)
             for r in recs:
-                r.update(common, task=task.spec, method=method.name, lora_rank=rank,
+                r.update(common, group=group, task=task.spec, method=method.name, lora_rank=rank,
                          lora_targets=",".join(method.targets) if rank else None,
                          steps=a.tune_steps if method.name != "none" else a.pretrain_steps)
                 if method.name == "none":  # the pretrained base: its pretraining loss, size and time
                     r.update(final_loss=float(pre_loss_S[r["seed"]]), trainable_params=n_model,
-                             wall_s=pre_wall / len(seeds), lr=a.lr)
-                append_jsonl(results_path, r)
-            records += recs
-            em = [r["exact_match"] for r in recs]
-            label = method.name + (f" r={rank}" if rank else "")
-            print(f"  {task.spec:<14} {label:<14} exact match {100 * sum(em) / len(em):5.1f} % "
-                  f"(mean of {len(em)} runs)  {time.perf_counter() - t0:6.0f} s elapsed", flush=True)
+                             wall_s=float(wall_S[r["seed"]]), lr=a.lr, loss_curve=loss_curve(losses_ST[r["seed"]]))
+                else:
+                    r["loss_curve"] = loss_curve(losses_SRT[seeds.index(r["seed"]), runs.index(RunSpec(r["context_len"], r["lr"]))])
+            if writer:
+                if jax.tree.leaves(trainable_SR):
+                    ckpt.save(group_dir, {"trainable": trainable_SR, "losses": losses_SRT},
+                              {"kind": "tuned contexts", "group": group, "seeds": seeds,
+                               "runs": [dataclasses.asdict(r) for r in runs], "model_config": dataclasses.asdict(a.cfg)})
+                append_jsonl(results_path, recs)  # the group's lines in one write
+                partial.clear()
+            em = [r["exact_match"] for r in recs if r["exact_match"] is not None]
+            diverged = sum(r["status"] == "diverged" for r in recs)
+            log(f"  {group:<36} exact match {100 * sum(em) / max(len(em), 1):5.1f} % (mean of {len(em)} runs"
+                + (f", {diverged} diverged" if diverged else "") + f")  {time.perf_counter() - t0:6.0f} s elapsed",
+                flush=True)
 
-    write_csv(a.out / "results.csv", read_jsonl(results_path))
-    print()
-    print(format_table(records))
-    print(f"\n{len(records)} results in {results_path} ({time.perf_counter() - t0:.0f} s)")
+    if writer:
+        records = read_jsonl(results_path)
+        write_report(a.out, records)
+        log()
+        log(format_table(records))
+        log(f"\n{len(records)} results in {results_path}; summary.md, results.csv and plots/ beside it "
+            f"({time.perf_counter() - t0:.0f} s)")
     return 0
 
 

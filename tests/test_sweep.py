@@ -1,15 +1,29 @@
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 SWEEP = Path(__file__).resolve().parent.parent / "scripts" / "sweep.py"
+TINY = ["--model", "tiny", "--pretrain", "add1", "--pretrain-steps", "30", "--tune-steps", "10", "--seeds", "2",
+        "--eval-samples", "40", "--quiet"]
 
 
-def sweep(*args, cwd=None):
-    return subprocess.run([sys.executable, str(SWEEP), *args], capture_output=True, text=True, cwd=cwd)
+def sweep(*args, cwd=None, env=None):
+    return subprocess.run([sys.executable, str(SWEEP), *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, **(env or {})})
+
+
+def rows(out):
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def tree_bytes(path):
+    return {p: p.read_bytes() for p in sorted(Path(path).rglob("*")) if p.is_file()}
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -17,41 +31,138 @@ def sweep(*args, cwd=None):
     (["--pretrain", "sort_asc,,add1"], "malformed task list"),
     (["--methods", "prefix,adapter"], "unknown method"),
     (["--tune-steps", "0"], "--tune-steps must be >= 1"),
+    (["--pretrain-steps", "0"], "--pretrain-steps must be >= 1"),
     (["--prefix-lengths", "1,x"], "comma list of integers"),
+    (["--prefix-lengths", "1,65"], "--prefix-lengths up to 64"),
     (["--lora-targets", "q,z"], "unknown LoRA target"),
     (["--tune-lr", "prompt=1e-3"], "has no learning rate"),
     (["--model", "huge"], "invalid choice"),
+    (["--resume", "--force"], "exclude each other"),
+    (["--resume"], "cannot resume"),
 ])
 def test_bad_flags_one_line_exit_2(args, needle, tmp_path):
-    r = sweep(*args, "--out", str(tmp_path / "x"))
+    r = sweep(*args, "--out", str(tmp_path / "x"), "--cache-dir", str(tmp_path / "cache"))
     assert r.returncode == 2
     assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "x").exists()
+    assert not (tmp_path / "x").exists() and not (tmp_path / "cache").exists()
 
 
-def test_existing_results_are_not_overwritten(tmp_path):
+def test_existing_directory_is_refused_and_unchanged(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "results.jsonl").write_text('{"keep": 1}\n')
+    before = tree_bytes(out)
     r = sweep("--out", str(out))
-    assert r.returncode == 2 and "already holds results" in r.stderr
-    assert (out / "results.jsonl").read_text() == '{"keep": 1}\n'
+    assert r.returncode == 2 and "already exists" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert tree_bytes(out) == before
 
 
-def test_tiny_end_to_end(tmp_path):
-    out = tmp_path / "run"
-    r = sweep("--model", "tiny", "--pretrain", "add1", "--tasks", "add1,sort_asc+add1", "--methods",
-              "none,prefix,lora", "--pretrain-steps", "30", "--tune-steps", "10", "--seeds", "2",
-              "--eval-samples", "40", "--prefix-lengths", "1,2", "--quiet", "--out", str(out))
+def test_tiny_end_to_end_then_base_reused(tmp_path):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    r = sweep(*TINY, "--tasks", "add1,sort_asc+add1", "--methods", "none,prefix,lora", "--prefix-lengths", "1,2",
+              "--out", str(out), "--cache-dir", str(cache))
     assert r.returncode == 0, r.stderr
-    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    got = rows(out)
     # per task: none (2 seeds) + prefix (2 lengths x 2 seeds) + lora (2 seeds)
-    assert len(rows) == 2 * (2 + 4 + 2)
+    assert len(got) == 2 * (2 + 4 + 2)
     required = {"pretrain", "task", "method", "seed", "steps", "trainable_params", "final_loss", "exact_match",
-                "token_accuracy", "wall_s", "context_len", "lora_rank", "lr"}
-    assert all(required <= set(row) for row in rows)
-    assert {r["method"] for r in rows} == {"none", "prefix", "lora"}
-    assert all(0 <= r["exact_match"] <= 1 for r in rows)
+                "token_accuracy", "wall_s", "context_len", "lora_rank", "lr", "status", "group", "loss_curve"}
+    assert all(required <= set(row) for row in got)
+    assert {r["method"] for r in got} == {"none", "prefix", "lora"}
+    assert all(0 <= r["exact_match"] <= 1 for r in got)
+    # every tuned run is also scored on the other task
+    assert all(set(r["cross_exact_match"]) == {"add1", "sort_asc+add1"} - {r["task"]} for r in got)
     assert json.loads((out / "config.json").read_text())["model"] == "tiny"
-    assert (out / "results.csv").read_text().count("\n") == len(rows) + 1
-    assert "exact match" in r.stdout
+    assert (out / "results.csv").read_text().count("\n") == len(got) + 1
+    assert "| add1 | prefix | 2 |" in (out / "summary.md").read_text()
+    assert all((out / "plots" / name).stat().st_size > 0
+               for name in ("accuracy_vs_length.png", "loss_curves.png", "accuracy_vs_params.png"))
+    assert (out / "ckpt" / "base" / "seed-1" / "meta.json").exists()
+    assert (out / "ckpt" / "add1" / "prefix" / "meta.json").exists()
+    assert "exact match" in r.stdout and "pretrained and stored" in r.stdout
+
+    # same pretraining configuration, another task: the base comes from the cache
+    r2 = sweep(*TINY, "--tasks", "sort_asc", "--methods", "none", "--out", str(tmp_path / "run2"),
+               "--cache-dir", str(cache))
+    assert r2.returncode == 0, r2.stderr
+    assert "restored, not retrained" in r2.stdout and "pretrained and stored" not in r2.stdout
+    none_before = {r["seed"]: r["final_loss"] for r in got if r["method"] == "none"}
+    assert {r["seed"]: r["final_loss"] for r in rows(tmp_path / "run2")} == none_before
+
+
+def test_corrupt_base_checkpoint_is_named(tmp_path):
+    cache = tmp_path / "cache"
+    args = [*TINY, "--tasks", "add1", "--methods", "none", "--cache-dir", str(cache)]
+    assert sweep(*args, "--out", str(tmp_path / "a")).returncode == 0
+    for f in cache.rglob("seed-0/arrays/**/*"):
+        if f.is_file() and f.stat().st_size > 100:
+            f.write_bytes(b"\0garbage" * 10)
+    before = tree_bytes(tmp_path / "a")
+    r = sweep(*args, "--out", str(tmp_path / "b"))
+    assert r.returncode == 2
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and "seed-0" in err[0] and "cannot restore" in err[0]
+    assert tree_bytes(tmp_path / "a") == before
+
+
+def _wait_for(predicate, proc, timeout=240):
+    start = time.time()
+    while not predicate():
+        assert proc.poll() is None, "the sweep finished before it could be interrupted"
+        assert time.time() - start < timeout
+        time.sleep(0.05)
+
+
+def _comparable(records):
+    return [{k: v for k, v in r.items() if k != "wall_s"} for r in records]
+
+
+def test_sigkill_and_resume_equals_uninterrupted(tmp_path):
+    args = ["--model", "tiny", "--pretrain", "add1", "--tasks", "add1,sort_asc", "--methods", "none,prefix,lora",
+            "--pretrain-steps", "120", "--tune-steps", "120", "--chunk", "10", "--seeds", "2", "--prefix-lengths",
+            "1,2", "--eval-samples", "40", "--save-every", "0", "--quiet"]
+    ref = tmp_path / "ref"
+    assert sweep(*args, "--out", str(ref), "--cache-dir", str(tmp_path / "cache-ref")).returncode == 0
+
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    cmd = [sys.executable, str(SWEEP), *args, "--out", str(out), "--cache-dir", str(cache)]
+    # kill 1: in the middle of pretraining (a saved chunk exists, the base does not)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for(lambda: any(cache.glob("*/*.partial/meta.json")), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not any(cache.glob("*/seed-0/meta.json"))
+    # kill 2: after a finished group, in the middle of a tuning group
+    proc = subprocess.Popen([*cmd, "--resume"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for(lambda: (out / "results.jsonl").exists() and any(out.glob("ckpt/*/*.partial/meta.json")), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_done = len(rows(out))
+    assert 0 < n_done < len(rows(ref))
+
+    r = sweep("--resume", "--out", str(out), "--cache-dir", str(cache))  # flags come from config.json
+    assert r.returncode == 0, r.stderr
+    assert "already done" in r.stdout
+    assert _comparable(rows(out)) == _comparable(rows(ref))
+
+
+def test_resume_refuses_other_flags(tmp_path):
+    out = tmp_path / "run"
+    assert sweep(*TINY, "--tasks", "add1", "--methods", "none", "--out", str(out),
+                 "--cache-dir", str(tmp_path / "cache")).returncode == 0
+    r = sweep(*TINY, "--tasks", "add1", "--methods", "none,prefix", "--out", str(out), "--resume")
+    assert r.returncode == 2 and "--methods differ" in r.stderr
+
+
+def test_eight_devices_match_one(tmp_path):
+    args = [*TINY, "--tasks", "add1", "--methods", "none,prefix,lora", "--prefix-lengths", "1,2,3"]
+    one = sweep(*args, "--out", str(tmp_path / "one"), "--cache-dir", str(tmp_path / "c1"))
+    eight = sweep(*args, "--out", str(tmp_path / "eight"), "--cache-dir", str(tmp_path / "c8"),
+                  env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    assert one.returncode == 0 and eight.returncode == 0, eight.stderr
+    assert "8 cpu device(s)" in eight.stdout
+    a, b = rows(tmp_path / "one"), rows(tmp_path / "eight")
+    assert [r["group"] for r in a] == [r["group"] for r in b]
+    for x, y in zip(a, b):
+        assert x["exact_match"] == y["exact_match"] and x["token_accuracy"] == pytest.approx(y["token_accuracy"], abs=0.01)
+        assert x["final_loss"] == pytest.approx(y["final_loss"], rel=1e-4)

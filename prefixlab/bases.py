@@ -1,0 +1,83 @@
+"""A cache of pretrained bases, shared by every sweep: a base is pretrained once per (configuration, seed).
+
+The cache key is the content of everything that determines the parameters: model configuration, pretraining
+mixture and variant, steps, batch size and optimizer settings (not the chunk size, which changes nothing).
+    <cache>/base-<hash>/seed-<s>/        one Orbax checkpoint per seed: params and the per-step losses
+    <cache>/base-<hash>/seed-<s>.partial  pretraining state while in progress (resumed after a kill)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prefixlab import checkpoint as ckpt
+from prefixlab.config import ModelConfig
+from prefixlab.tasks import Mixture
+from prefixlab.train import OptimConfig, abstract_model, pretrain
+
+DEFAULT_CACHE = "runs/base-cache"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("PREFIXLAB_CACHE", DEFAULT_CACHE))
+
+
+def pretrain_config(cfg: ModelConfig, mixture: Mixture, steps: int, batch_size: int, optim: OptimConfig) -> dict:
+    config = {"model_config": dataclasses.asdict(cfg), "pretrain": mixture.spec, "vocab_size": mixture.vocab_size,
+              "steps": steps, "batch_size": batch_size, "optim": dataclasses.asdict(optim)}
+    return json.loads(json.dumps(config, sort_keys=True))  # as it reads back from meta.json
+
+
+def base_dir(cache: Path, config: dict) -> Path:
+    return Path(cache) / f"base-{ckpt.content_hash(config)}"
+
+
+def load_or_pretrain(cache: Path, cfg: ModelConfig, mixture: Mixture, seeds: list[int], steps: int,
+                     batch_size: int = 64, optim: OptimConfig = OptimConfig(), chunk: int = 250,
+                     progress: bool = True, save_every_s: float = 60.0, log=print, copy_to: Path | None = None):
+    """Bases for `seeds`, from the cache where present, pretrained (and stored) otherwise; `copy_to`: a directory
+    that also receives each seed's checkpoint (a run directory's ckpt/base, so it stands on its own).
+    Returns (graphdef, params_S, losses_ST, wall_S (pretraining seconds per seed), cached seeds)."""
+    config = pretrain_config(cfg, mixture, steps, batch_size, optim)
+    root = base_dir(cache, config)
+    graphdef, abstract = abstract_model(cfg)
+    like = {"params": abstract, "losses": jax.ShapeDtypeStruct((steps,), jnp.float32)}
+    stored, missing = {}, []
+    for s in seeds:
+        d = root / f"seed-{s}"
+        if ckpt.exists(d):
+            tree = ckpt.restore(d, like, expect={"config": config})
+            stored[s] = (tree["params"], np.asarray(tree["losses"]), ckpt.read_meta(d)["wall_s"])
+        else:
+            missing.append(s)
+    if stored:
+        log(f"base cache {root}: seeds {sorted(stored)} restored, not retrained")
+    if missing:
+        root.mkdir(parents=True, exist_ok=True)
+        ckpt.write_json_atomic(root / "config.json", config)
+        # one state file for the missing seeds together: they train in one program
+        resume = ckpt.ChunkCheckpoint(root / f"seed-{'-'.join(map(str, missing))}.partial", save_every_s)
+        _, params_M, losses_MT, wall = pretrain(cfg, mixture, missing, steps, batch_size, optim, chunk, progress,
+                                                resume=resume)
+        for i, s in enumerate(missing):
+            params = jax.tree.map(lambda x: x[i], params_M)
+            ckpt.save(root / f"seed-{s}", {"params": params, "losses": losses_MT[i]},
+                      {"kind": "pretrained base", "config": config, "seed": s, "wall_s": wall / len(missing)})
+            stored[s] = (params, losses_MT[i], wall / len(missing))
+        resume.clear()
+        log(f"base cache {root}: seeds {missing} pretrained and stored")
+    if copy_to is not None:
+        for s in seeds:
+            if not ckpt.exists(Path(copy_to) / f"seed-{s}"):
+                shutil.copytree(root / f"seed-{s}", Path(copy_to) / f"seed-{s}", dirs_exist_ok=True)
+    params_S = jax.tree.map(lambda *xs: jnp.stack(xs), *[stored[s][0] for s in seeds])
+    losses_ST = np.stack([stored[s][1] for s in seeds])
+    return graphdef, params_S, losses_ST, np.array([stored[s][2] for s in seeds]), sorted(set(seeds) - set(missing))

@@ -1,0 +1,141 @@
+"""Orbax checkpoints of parameter trees, with a JSON description beside each one.
+
+Layout of one checkpoint directory:
+    <dir>/arrays/     Orbax (OCDBT) checkpoint of the tree; Orbax writes it to a temporary name and renames it
+                      when complete, so a kill never leaves a half-written `arrays/`
+    <dir>/meta.json   written after `arrays/` is complete: format version, what the tree is, and the caller's
+                      description (configuration, losses summary, wall time)
+A directory without `meta.json` is an unfinished save and is treated as absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+FORMAT = 1
+
+
+class CheckpointError(Exception):
+    """A checkpoint that exists but cannot be used; the message names the file and what is wrong."""
+
+
+def _abstract(tree):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    with open(tmp) as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _recover(directory: Path) -> None:
+    """Finishes a replacement that a kill interrupted (see `save`)."""
+    if (directory / "meta.json").is_file():
+        return
+    for spare in (directory.with_name(directory.name + ".saving"), directory.with_name(directory.name + ".old")):
+        if (spare / "meta.json").is_file():
+            if directory.exists():
+                shutil.rmtree(directory)
+            os.rename(spare, directory)
+            return
+
+
+def exists(directory: Path) -> bool:
+    directory = Path(directory)
+    _recover(directory)
+    return (directory / "meta.json").is_file()
+
+
+def save(directory: Path, tree, meta: dict) -> None:
+    """Saves `tree` (a pytree of arrays) and `meta` (JSON-able) to `directory`. An existing checkpoint there is
+    replaced only once the new one is complete, so a kill at any moment leaves one readable checkpoint."""
+    directory = Path(directory).resolve()
+    fresh, old = directory.with_name(directory.name + ".saving"), directory.with_name(directory.name + ".old")
+    for d in (fresh, old):
+        if d.exists():
+            shutil.rmtree(d)
+    fresh.mkdir(parents=True)
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(fresh / "arrays", tree)
+        ckptr.wait_until_finished()
+    write_json_atomic(fresh / "meta.json", {"format": FORMAT, **meta})
+    if directory.exists():
+        os.rename(directory, old)
+    os.rename(fresh, directory)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def read_meta(directory: Path) -> dict:
+    path = Path(directory) / "meta.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable checkpoint description ({e})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {meta.get('format')!r}, this prefixlab reads {FORMAT}")
+    return meta
+
+
+def restore(directory: Path, like, expect: dict | None = None):
+    """Restores the tree saved in `directory` with the structure, shapes and dtypes of `like` (arrays or
+    ShapeDtypeStructs). `expect`: entries `meta.json` must hold (e.g. the model configuration); a mismatch or an
+    unreadable file raises CheckpointError naming the file."""
+    directory = Path(directory).resolve()
+    meta = read_meta(directory)
+    for k, v in (expect or {}).items():
+        if meta.get(k) != v:
+            raise CheckpointError(f"{directory / 'meta.json'}: incompatible checkpoint, {k} is {meta.get(k)!r}, "
+                                  f"expected {v!r}")
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            return ckptr.restore(directory / "arrays", _abstract(like))
+    except Exception as e:  # Orbax raises many types (ValueError, FileNotFoundError, tensorstore errors)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{directory / 'arrays'}: cannot restore ({type(e).__name__}: {first[:200]})") from None
+
+
+def content_hash(obj) -> str:
+    """A short stable name for a JSON-able configuration: the same content, the same name, on every machine."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class ChunkCheckpoint:
+    """A training program's state between chunks (trainable, optimizer state, steps done, losses so far), saved
+    at most every `every_s` seconds, so a killed run continues from its last saved chunk with the same result:
+    step s always uses key fold_in(run key, s)."""
+
+    def __init__(self, directory: Path, every_s: float = 60.0):
+        self.directory = Path(directory)
+        self.every_s = every_s
+
+    def load(self, trainable, opt_state):
+        """(trainable, opt_state, steps done, losses (..., done)) from the last save, or None."""
+        if not exists(self.directory):
+            return None
+        meta = read_meta(self.directory)
+        like = {"trainable": trainable, "opt_state": opt_state,
+                "losses": jax.ShapeDtypeStruct(tuple(meta["losses_shape"]), "float32")}
+        state = restore(self.directory, like)
+        return state["trainable"], state["opt_state"], meta["done"], np.asarray(state["losses"])
+
+    def save(self, trainable, opt_state, done: int, losses) -> None:
+        save(self.directory, {"trainable": trainable, "opt_state": opt_state, "losses": losses},
+             {"kind": "training state", "done": done, "losses_shape": list(losses.shape)})
+
+    def clear(self) -> None:
+        for d in (self.directory, self.directory.with_name(self.directory.name + ".saving"),
+                  self.directory.with_name(self.directory.name + ".old")):
+            if d.exists():
+                shutil.rmtree(d)
