@@ -233,7 +233,7 @@ def pretrain(
     lr_R = jnp.full((len(seeds),), optim.lr)
     params_R, losses_RS, wall = run_training(
         loss_fn, params_R, None, None, lr_R, make_optimizer(optim), train_key_R, steps, chunk,
-        desc=f"pretrain {mixture.spec}", progress=progress, resume=resume,
+        desc=f"pretrain {mixture.spec} ({len(seeds)} seeds)", progress=progress, resume=resume,
     )
     return graphdef, params_R, losses_RS, wall
 

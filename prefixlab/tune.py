@@ -94,7 +94,7 @@ def tune_group(
         lr_SR = jnp.array([[r.lr for r in runs]] * S)
         trainable_SR, losses_SRT, wall = run_training(
             loss_on, trainable_SR, base_S, run_data_SR, lr_SR, make_optimizer(optim), train_keys_SR, steps,
-            chunk, desc=f"{method.name} {task.spec}", progress=progress, per_base=True, resume=resume,
+            chunk, desc=f"{method.name} {task.spec} ({S * R} runs)", progress=progress, per_base=True, resume=resume,
         )
     evaluate = lambda t: jax.device_get(make_evaluator(build, t, eval_samples, per_base=True, cache_key=(method, cfg))(
         trainable_SR, base_S, run_data_SR))

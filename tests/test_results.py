@@ -1,6 +1,7 @@
 import json
 
-from prefixlab.results import append_jsonl, format_table, read_jsonl, summarize, write_csv
+from prefixlab.results import (append_jsonl, format_table, loss_curve, mean_std_ci, read_jsonl, read_jsonl_repairing,
+                               summarize, write_csv)
 
 
 def rec(seed, em, method="prefix", p=1):
@@ -25,3 +26,30 @@ def test_summary_mean_and_std_over_seeds():
     assert abs(by_len[1]["exact_match"] - 0.3) < 1e-12 and abs(by_len[1]["exact_match_std"] - 0.1414) < 1e-3
     assert by_len[4]["n_seeds"] == 1 and by_len[4]["exact_match_std"] == 0.0
     assert "30.0 ±" in format_table([rec(0, 0.2), rec(1, 0.4)])
+
+
+def test_group_written_in_one_write_and_torn_tail_repaired(tmp_path):
+    path = tmp_path / "r.jsonl"
+    append_jsonl(path, [rec(0, 0.1), rec(1, 0.2)])
+    with open(path, "a") as f:
+        f.write('{"seed": 2, "exact_ma')  # a kill inside a write
+    messages = []
+    assert [r["seed"] for r in read_jsonl_repairing(path, messages.append)] == [0, 1]
+    assert path.read_text().count("\n") == 2 and not path.read_text().endswith("ma") and messages
+
+
+def test_interval_and_diverged_runs():
+    m, sd, half = mean_std_ci([0.2, 0.4, None])
+    assert abs(m - 0.3) < 1e-12 and abs(half - 12.706 * sd / 2**0.5) < 1e-9
+    diverged = dict(rec(2, None), status="diverged")
+    row = summarize([rec(0, 0.2), rec(1, 0.4), diverged])[0]
+    assert row["n_seeds"] == 3 and row["n_diverged"] == 1 and abs(row["exact_match"] - 0.3) < 1e-12
+    assert "1 diverged" in format_table([rec(0, 0.2), diverged])
+
+
+def test_loss_curve_downsamples_and_csv_flattens(tmp_path):
+    curve = loss_curve(list(range(1000)), points=10)
+    assert len(curve) == 10 and curve[0] == 49.5
+    write_csv(tmp_path / "r.csv", [dict(rec(0, 0.5), cross_exact_match={"add1": 0.1}, loss_curve=curve)])
+    header = (tmp_path / "r.csv").read_text().splitlines()[0].split(",")
+    assert "cross_exact_match.add1" in header and "loss_curve" not in header

@@ -61,3 +61,19 @@ def test_hard_prompt_search_returns_valid_tokens_and_scores():
     assert ids.shape == (1, 2, 2) and ids.min() >= 0 and ids.max() < CFG.vocab_size
     assert all(0.0 <= r["exact_match"] <= 1.0 for r in recs)
     assert np.isfinite(losses).all()
+
+
+def test_a_diverged_run_is_marked_and_its_neighbours_are_not():
+    base_S = bases((0,))
+    recs, _, _ = tune(Prefix(), group_runs(Prefix(), [1], [1e-2, float("inf")]), base_S, seeds=(0,))
+    assert [r["status"] for r in recs] == ["ok", "diverged"]
+    assert recs[1]["exact_match"] is None and recs[0]["exact_match"] is not None
+
+
+def test_cross_tasks_score_each_run_on_other_tasks():
+    base_S = bases((0,))
+    other = T.parse_mixture("sort_asc")
+    recs, _, _ = tune_group(Prefix(), CFG, base_S, TASK, [RunSpec(1, 1e-2)], [0], 10, batch_size=8, chunk=10,
+                            eval_samples=40, progress=False, cross_tasks=[other])
+    assert set(recs[0]["cross_exact_match"]) == {"sort_asc"}
+    assert 0 <= recs[0]["cross_exact_match"]["sort_asc"] <= 1
