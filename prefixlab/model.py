@@ -111,7 +111,7 @@ class Attention(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs, lora=None):
         dt, H, K, D = cfg.jnp_dtype, cfg.n_head, cfg.hd, cfg.d_model
         self.cfg = cfg
-        # q, k, v are three Linear modules so LoRA can target each; XLA fuses the three matmuls.
+        # q, k, v are three Linear modules so LoRA can target each; without LoRA they run as one matmul.
         self.q = Linear(D, H * K, rngs=rngs, dtype=dt, lora=lora_spec(lora, "q"))
         self.k = Linear(D, H * K, rngs=rngs, dtype=dt, lora=lora_spec(lora, "k"))
         self.v = Linear(D, H * K, rngs=rngs, dtype=dt, lora=lora_spec(lora, "v"))
@@ -121,6 +121,12 @@ class Attention(nnx.Module):
     def qkv(self, h_BSD):
         B, S, _ = h_BSD.shape
         shape = (B, S, self.cfg.n_head, self.cfg.hd)
+        if all(m.lora_scale is None for m in (self.q, self.k, self.v)):
+            # one (D, 3HK) matmul instead of three: XLA on CPU does not merge them itself (scripts/bench.py)
+            w = jnp.concatenate([self.q.kernel[...], self.k.kernel[...], self.v.kernel[...]], axis=1)
+            b = jnp.concatenate([self.q.bias[...], self.k.bias[...], self.v.bias[...]])
+            q, k, v = jnp.split(h_BSD @ w + _lead(b, 3), 3, axis=-1)
+            return q.reshape(shape), k.reshape(shape), v.reshape(shape)
         return self.q(h_BSD).reshape(shape), self.k(h_BSD).reshape(shape), self.v(h_BSD).reshape(shape)
 
     def attend(self, q_BQHK, k_BSHK, v_BSHK, allowed_QS, drop_key):
