@@ -76,6 +76,9 @@ PRESETS: dict[str, ModelConfig] = {
     "paper-exp1": ModelConfig(n_layer=1, n_head=1, d_model=96),
     "paper-exp2": ModelConfig(n_layer=1, n_head=4, d_model=256, ln_attn=False),
     "paper-exp3": ModelConfig(n_layer=4, n_head=4, d_model=256),
+    # narrower versions of exp2 / exp3 for the CPU `quick` reproduction profile (scripts/reproduce.py)
+    "small-exp2": ModelConfig(n_layer=1, n_head=4, d_model=128, ln_attn=False),
+    "small-exp3": ModelConfig(n_layer=4, n_head=4, d_model=64),
 }
 
 

@@ -1,0 +1,151 @@
+"""Looking inside a finished sweep: load its bases and tuned contexts, and measure what the papers plot.
+
+    run = load_run("runs/exp1")                       # config, cfg, bases (stacked over seeds)
+    model, ctx = run.model("sort_desc", "prefix", seed=0, context_len=1)
+    probs = attention_maps(model, tokens_BT, ctx)      # per layer (B, H, S, S)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prefixlab import checkpoint as ckpt
+from prefixlab.config import ModelConfig
+from prefixlab.methods import RunData
+from prefixlab.model import Context, Transformer
+from prefixlab.train import abstract_model
+from prefixlab.tune import RunSpec
+
+
+def config_from_dict(d: dict) -> ModelConfig:
+    d = dict(d)
+    if d.get("mlp_hidden") is not None:
+        d["mlp_hidden"] = tuple(d["mlp_hidden"])
+    return ModelConfig(**d)
+
+
+@dataclasses.dataclass
+class Run:
+    out: Path
+    config: dict
+    cfg: ModelConfig
+    seeds: list[int]
+    base_S: object  # base parameters stacked over seeds
+
+    def base(self, seed: int):
+        return jax.tree.map(lambda x: x[self.seeds.index(seed)], self.base_S)
+
+    def base_model(self, seed: int) -> Transformer:
+        from flax import nnx
+
+        graphdef, _ = abstract_model(self.cfg)
+        return nnx.merge(graphdef, self.base(seed))
+
+    def model(self, task: str, tag: str, seed: int, context_len=None, lr=None):
+        """(model, context) of one tuned run of group `<task>/<tag>`: the base seed's model with its method."""
+        from prefixlab.methods import get_method
+
+        d = self.out / "ckpt" / task / tag
+        meta = ckpt.read_meta(d)
+        runs = [RunSpec(**r) for r in meta["runs"]]
+        pick = [i for i, r in enumerate(runs) if (context_len is None or r.context_len == context_len)
+                and (lr is None or r.lr == lr)]
+        if not pick:
+            raise ValueError(f"{d}: no run with context_len={context_len} lr={lr}; runs: {runs}")
+        ri, si = pick[0], meta["seeds"].index(seed)
+        method = _method_from_tag(tag, self.config, get_method)
+        P = max(r.context_len or 0 for r in runs)
+        like_one = jax.eval_shape(lambda: method.init(jax.random.key(0), self.cfg, self.base(seed), P))
+        S, R = len(meta["seeds"]), len(runs)
+        like = jax.tree.map(lambda x: jax.ShapeDtypeStruct((S, R, *x.shape), x.dtype), like_one)
+        tree = _restore_trainable(d, like, S, R)
+        trainable = jax.tree.map(lambda x: x[si, ri], tree)
+        p = runs[ri].context_len or 0
+        run_data = RunData(jnp.arange(P) < p)
+        return method.build(method.graphdef(self.cfg), trainable, self.base(seed), run_data, self.cfg)
+
+
+def _restore_trainable(d: Path, like, S: int, R: int):
+    """The tuned parameters of a group; the loss array's length is read from the checkpoint's own metadata."""
+    import orbax.checkpoint as ocp
+
+    with ocp.StandardCheckpointer() as c:
+        shapes = c.metadata((d / "arrays").resolve())
+    tree_meta = getattr(shapes, "item_metadata", shapes)
+    steps = tree_meta["losses"].shape[-1]
+    return ckpt.restore(d, {"trainable": like, "losses": jax.ShapeDtypeStruct((S, R, steps), jnp.float32)})["trainable"]
+
+
+def _method_from_tag(tag: str, config: dict, get_method):
+    name = tag.split("-")[0]
+    if name == "lora":
+        rank = int(tag.split("-")[1][1:])
+        return get_method("lora", rank=rank, alpha=config["lora_alpha"], targets=tuple(config["lora_targets"]))
+    if name == "soft_prompt":
+        return get_method(name, init_mode=tag.split("-", 1)[1])
+    if name == "prefix_kv":
+        return get_method(name, projection=tag.endswith("-projection"))
+    return get_method(name)
+
+
+def load_run(out) -> Run:
+    """A finished (or partly finished) sweep directory: its config and its pretrained bases."""
+    out = Path(out)
+    config = json.loads((out / "config.json").read_text())
+    cfg = config_from_dict(config["model_config"])
+    seeds = list(range(config["seeds"]))
+    _, abstract = abstract_model(cfg)
+    bases = []
+    for s in seeds:
+        d = out / "ckpt" / "base" / f"seed-{s}"
+        with_losses = {"params": abstract, "losses": jax.ShapeDtypeStruct((config["pretrain_steps"],), jnp.float32)}
+        bases.append(ckpt.restore(d, with_losses)["params"])
+    return Run(out, config, cfg, seeds, jax.tree.map(lambda *xs: jnp.stack(xs), *bases))
+
+
+def attention_maps(model: Transformer, tokens_BT, ctx: Context | None = None) -> list[np.ndarray]:
+    """Attention probabilities per layer, (B, H, S, S) over the stream [context slots ++ content]."""
+    _, per_layer, _ = model.stream(tokens_BT, ctx, None, collect=True)
+    return [np.asarray(probs) for _, _, probs in per_layer]
+
+
+def attention_block_outputs(model: Transformer, tokens_BT, ctx: Context | None, position: int, layer: int = 0):
+    """The attention block's output (after W_o, before the residual) at content `position`, layer `layer`:
+    the quantity of the paper's Figure 3. Returns (B, D)."""
+    B = tokens_BT.shape[0]
+    _, per_layer, P = model.stream(tokens_BT, ctx, None, collect=True)
+    _, v_BSHK, probs_BHSS = per_layer[layer]
+    q = P + position
+    heads_BQHK = jnp.einsum("bhqs,bshk->bqhk", probs_BHSS[:, :, q:q + 1], v_BSHK)
+    return np.asarray(model.blocks[layer].attn.o(heads_BQHK.reshape(B, 1, -1))[:, 0])
+
+
+def content_attention_shift(model: Transformer, tokens_BT, ctxs: list[Context]) -> float:
+    """max over prefixes, layers 0 only (the first layer sees the same input with and without the prefix), of
+    |attention over the content with the prefix columns removed and rows renormalised - attention without prefix|."""
+    base = attention_maps(model, tokens_BT, None)[0]
+    worst = 0.0
+    for ctx in ctxs:
+        P = ctx.length
+        pt = attention_maps(model, tokens_BT, ctx)[0][:, :, P:, P:]
+        pt = pt / pt.sum(-1, keepdims=True)
+        worst = max(worst, float(np.abs(pt - base).max()))
+    return worst
+
+
+def prefix_attention_spread(model: Transformer, tokens_BT, ctx: Context, query: int) -> np.ndarray:
+    """Per layer and head, the std over inputs of the attention that content position `query` pays to each prefix
+    slot, averaged over slots: small = every input attends to the prefix alike (the Appendix B statistic).
+    Returns (L, H)."""
+    P = ctx.length
+    out = []
+    for probs in attention_maps(model, tokens_BT, ctx):
+        on_prefix_BHP = probs[:, :, P + query, :P]
+        out.append(on_prefix_BHP.std(axis=0).mean(axis=-1))
+    return np.stack(out)
