@@ -14,10 +14,12 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
 
 from prefixlab import checkpoint as ckpt
 from prefixlab.config import ModelConfig
-from prefixlab.methods import RunData
+from prefixlab.methods import RunData, get_method
 from prefixlab.model import Context, Transformer
 from prefixlab.train import abstract_model
 from prefixlab.tune import RunSpec
@@ -42,15 +44,11 @@ class Run:
         return jax.tree.map(lambda x: x[self.seeds.index(seed)], self.base_S)
 
     def base_model(self, seed: int) -> Transformer:
-        from flax import nnx
-
         graphdef, _ = abstract_model(self.cfg)
         return nnx.merge(graphdef, self.base(seed))
 
     def model(self, task: str, tag: str, seed: int, context_len=None, lr=None):
         """(model, context) of one tuned run of group `<task>/<tag>`: the base seed's model with its method."""
-        from prefixlab.methods import get_method
-
         d = self.out / "ckpt" / task / tag
         meta = ckpt.read_meta(d)
         runs = [RunSpec(**r) for r in meta["runs"]]
@@ -59,7 +57,7 @@ class Run:
         if not pick:
             raise ValueError(f"{d}: no run with context_len={context_len} lr={lr}; runs: {runs}")
         ri, si = pick[0], meta["seeds"].index(seed)
-        method = _method_from_tag(tag, self.config, get_method)
+        method = _method_from_tag(tag, self.config)
         P = max(r.context_len or 0 for r in runs)
         like_one = jax.eval_shape(lambda: method.init(jax.random.key(0), self.cfg, self.base(seed), P))
         S, R = len(meta["seeds"]), len(runs)
@@ -73,8 +71,6 @@ class Run:
 
 def _restore_trainable(d: Path, like, S: int, R: int):
     """The tuned parameters of a group; the loss array's length is read from the checkpoint's own metadata."""
-    import orbax.checkpoint as ocp
-
     with ocp.StandardCheckpointer() as c:
         shapes = c.metadata((d / "arrays").resolve())
     tree_meta = getattr(shapes, "item_metadata", shapes)
@@ -82,7 +78,8 @@ def _restore_trainable(d: Path, like, S: int, R: int):
     return ckpt.restore(d, {"trainable": like, "losses": jax.ShapeDtypeStruct((S, R, steps), jnp.float32)})["trainable"]
 
 
-def _method_from_tag(tag: str, config: dict, get_method):
+def _method_from_tag(tag: str, config: dict):
+    """The method of a group from its tag (`sweep.group_tag`) and the sweep's flags."""
     name = tag.split("-")[0]
     if name == "lora":
         rank = int(tag.split("-")[1][1:])
@@ -101,11 +98,8 @@ def load_run(out) -> Run:
     cfg = config_from_dict(config["model_config"])
     seeds = list(range(config["seeds"]))
     _, abstract = abstract_model(cfg)
-    bases = []
-    for s in seeds:
-        d = out / "ckpt" / "base" / f"seed-{s}"
-        with_losses = {"params": abstract, "losses": jax.ShapeDtypeStruct((config["pretrain_steps"],), jnp.float32)}
-        bases.append(ckpt.restore(d, with_losses)["params"])
+    like = {"params": abstract, "losses": jax.ShapeDtypeStruct((config["pretrain_steps"],), jnp.float32)}
+    bases = [ckpt.restore(out / "ckpt" / "base" / f"seed-{s}", like)["params"] for s in seeds]
     return Run(out, config, cfg, seeds, jax.tree.map(lambda *xs: jnp.stack(xs), *bases))
 
 
@@ -140,12 +134,14 @@ def content_attention_shift(model: Transformer, tokens_BT, ctxs: list[Context]) 
 
 
 def prefix_attention_spread(model: Transformer, tokens_BT, ctx: Context, query: int) -> np.ndarray:
-    """Per layer and head, the std over inputs of the attention that content position `query` pays to each prefix
-    slot, averaged over slots: small = every input attends to the prefix alike (the Appendix B statistic).
-    Returns (L, H)."""
+    """The Appendix B statistic: per layer and head, how much the attention of content position `query` over the
+    prefix slots (renormalised to sum 1) varies across the inputs — the 1st–99th percentile gap over inputs,
+    averaged over slots. Small = every input attends to the prefix alike. Returns (L, H)."""
     P = ctx.length
     out = []
     for probs in attention_maps(model, tokens_BT, ctx):
         on_prefix_BHP = probs[:, :, P + query, :P]
-        out.append(on_prefix_BHP.std(axis=0).mean(axis=-1))
+        on_prefix_BHP = on_prefix_BHP / on_prefix_BHP.sum(-1, keepdims=True)
+        gap_HP = np.percentile(on_prefix_BHP, 99, axis=0) - np.percentile(on_prefix_BHP, 1, axis=0)
+        out.append(gap_HP.mean(axis=-1))
     return np.stack(out)

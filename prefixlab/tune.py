@@ -20,6 +20,7 @@ from prefixlab.config import ModelConfig
 from prefixlab.evaluate import DEFAULT_EVAL_SAMPLES, make_evaluator
 from prefixlab.methods import HardPrompt, Method, RunData
 from prefixlab.prompt_search import search_prompt
+from prefixlab.results import loss_curve
 from prefixlab.tasks import Mixture
 from prefixlab.train import OptimConfig, final_loss, lm_loss, make_optimizer, run_training
 
@@ -66,7 +67,7 @@ def tune_group(
     """Tunes every run of a group on each seed's frozen base (`base_S`: base parameters stacked over seeds),
     all in one program, then evaluates. Returns (records, trainable_SR, losses_SRT): one record dict per
     (seed, run) with seed, context_len, lr, exact_match, token_accuracy, final_loss, trainable_params, wall_s,
-    status ("ok", or "diverged" when the loss went NaN/inf: its accuracies are then None), and, when
+    status ("ok", or "diverged" when the loss went NaN/inf: its accuracies are then None), loss_curve, and, when
     `cross_tasks` are given, cross_exact_match {task: exact match of this tuned run on that task}.
     resume: a `checkpoint.ChunkCheckpoint` for the training state (see `train.run_training`)."""
     S, R = len(seeds), len(runs)
@@ -110,7 +111,7 @@ def tune_group(
             rec = dict(seed=seed, context_len=r.context_len, lr=r.lr, exact_match=acc(exact_SR[si, ri]),
                        token_accuracy=acc(tok_SR[si, ri]), final_loss=float(fl_SR[si, ri]) if np.isfinite(fl_SR[si, ri]) else None,
                        trainable_params=method.n_params(cfg, r.context_len), wall_s=wall / (S * R),
-                       status="diverged" if bad else "ok")
+                       status="diverged" if bad else "ok", loss_curve=loss_curve(losses_SRT[si, ri]))
             if cross:
                 rec["cross_exact_match"] = {t: acc(em[si, ri]) for t, em in cross.items()}
             records.append(rec)

@@ -32,7 +32,7 @@ from prefixlab.bases import DEFAULT_CACHE, default_cache_dir, load_or_pretrain  
 from prefixlab.methods import MAX_CONTEXT_LEN  # noqa: E402
 from prefixlab.report import write_report  # noqa: E402
 from prefixlab.train import OptimConfig, final_loss  # noqa: E402
-from prefixlab.tune import RunSpec, group_runs, tune_group  # noqa: E402
+from prefixlab.tune import group_runs, tune_group  # noqa: E402
 from prefixlab.model import count_params  # noqa: E402
 
 ALL_METHODS = ["none", "prompt", "soft_prompt", "prefix", "prefix_kv", "lora", "full"]
@@ -322,8 +322,6 @@ def main(argv=None) -> int:
                 if method.name == "none":  # the pretrained base: its pretraining loss, size and time
                     r.update(final_loss=float(pre_loss_S[r["seed"]]), trainable_params=n_model,
                              wall_s=float(wall_S[r["seed"]]), lr=a.lr, loss_curve=loss_curve(losses_ST[r["seed"]]))
-                else:
-                    r["loss_curve"] = loss_curve(losses_SRT[seeds.index(r["seed"]), runs.index(RunSpec(r["context_len"], r["lr"]))])
             if writer:
                 if jax.tree.leaves(trainable_SR):
                     ckpt.save(group_dir, {"trainable": trainable_SR, "losses": losses_SRT},
