@@ -84,7 +84,7 @@ def _method_from_tag(tag: str, config: dict):
     if name == "lora":
         rank = int(tag.split("-")[1][1:])
         return get_method("lora", rank=rank, alpha=config["lora_alpha"], targets=tuple(config["lora_targets"]))
-    if name == "soft_prompt":
+    if name in ("soft_prompt", "prefix") and "-" in tag:
         return get_method(name, init_mode=tag.split("-", 1)[1])
     if name == "prefix_kv":
         return get_method(name, projection=tag.endswith("-projection"))

@@ -262,6 +262,19 @@ class Transformer(nnx.Module):
                 per_layer.append(aux)
         return x, per_layer, P
 
+    def slot_layer_inputs(self, embeds_PD):
+        """(L, P, D): the attention-block input at every layer when the P slots hold `embeds_PD` and no content
+        follows. In a causal model content never reaches the slots, so these are the slot activations of the
+        soft prompt `embeds_PD` whatever the input is, and slot i depends only on slots 0..i."""
+        P = embeds_PD.shape[0]
+        x = embeds_PD[None]
+        allowed_PP = _allowed(P, P, jnp.ones((P,), bool), self.cfg.causal)
+        inputs = []
+        for block in self.blocks:
+            inputs.append(x[0])
+            x, _ = block(x, allowed_PP)
+        return jnp.stack(inputs)
+
     def __call__(self, tokens_BT, ctx: Context | None = None, dropout_key=None):
         """Logits (B, T, V) at the content positions."""
         x, _, P = self.stream(tokens_BT, ctx, dropout_key)

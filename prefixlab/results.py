@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-GROUP_KEYS = ("task", "method", "context_len", "lora_rank", "lora_targets")
+GROUP_KEYS = ("task", "method", "init", "context_len", "lora_rank", "lora_targets")
 
 
 def append_jsonl(path: Path, records: dict | list[dict]) -> None:
@@ -123,12 +123,14 @@ def summarize(records: list[dict]) -> list[dict]:
 
 
 def method_label(row) -> str:
-    return row["method"] + (f":{row['lora_targets']}" if row.get("lora_targets") else "")
+    """method, then its LoRA targets or its init (soft prompt; prefix unless the reference "normal")."""
+    detail = row.get("lora_targets") or (row.get("init") if row.get("init") != "normal" else None)
+    return row["method"] + (f":{detail}" if detail else "")
 
 
 def format_table(records: list[dict]) -> str:
     rows = summarize(records)
-    header = f"{'task':<16} {'method':<22} {'len':>4} {'rank':>4} {'lr':>8} {'params':>9} {'steps':>6} " \
+    header = f"{'task':<16} {'method':<24} {'len':>4} {'rank':>4} {'lr':>8} {'params':>9} {'steps':>6} " \
              f"{'exact match %':>15} {'token acc %':>13}  seeds"
     lines = [header, "-" * len(header)]
     for r in rows:
@@ -136,7 +138,7 @@ def format_table(records: list[dict]) -> str:
         lr = f"{r['lr']:.0e}" if r["lr"] else "-"
         pm = lambda m, sd, w: f"{'diverged':>{w + 8}}" if m is None else f"{100 * m:>{w}.1f} ± {100 * sd:<5.1f}"
         lines.append(
-            f"{r['task']:<16} {method_label(r):<22} {fmt(r['context_len']):>4} {fmt(r['lora_rank']):>4} {lr:>8} "
+            f"{r['task']:<16} {method_label(r):<24} {fmt(r['context_len']):>4} {fmt(r['lora_rank']):>4} {lr:>8} "
             f"{r['trainable_params']:>9,} {fmt(r['steps']):>6} "
             f"{pm(r['exact_match'], r['exact_match_std'], 7)} {pm(r['token_accuracy'], r['token_accuracy_std'], 6)}"
             f"  {r['n_seeds']}" + (f" ({r['n_diverged']} diverged)" if r["n_diverged"] else "")

@@ -25,7 +25,7 @@ import jax  # noqa: E402
 
 from prefixlab import tasks as T  # noqa: E402
 from prefixlab.config import PRESETS, preset  # noqa: E402
-from prefixlab.methods import LORA_MODULES, METHODS, SOFT_PROMPT_INITS, MethodError, get_method, match_lora_to_prefix  # noqa: E402
+from prefixlab.methods import LORA_MODULES, METHODS, PREFIX_INITS, SOFT_PROMPT_INITS, MethodError, get_method, match_lora_to_prefix  # noqa: E402
 from prefixlab.results import append_jsonl, format_table, loss_curve, read_jsonl, read_jsonl_repairing  # noqa: E402
 from prefixlab import checkpoint as ckpt  # noqa: E402
 from prefixlab.bases import DEFAULT_CACHE, default_cache_dir, load_or_pretrain  # noqa: E402
@@ -83,6 +83,10 @@ valid tasks: {T._valid_names()}; compose with '+', e.g. sort_asc+add1""",
     p.add_argument("--match-params", action="store_true",
                    help="also run, for each prefix length, the LoRA rank on o,fc,proj with the prefix's parameter count")
     p.add_argument("--soft-prompt-init", choices=SOFT_PROMPT_INITS, default="sample_vocab", help="(default: %(default)s)")
+    p.add_argument("--prefix-init", default="normal",
+                   help=f"prefix init(s), a comma list from {','.join(PREFIX_INITS)}: normal = N(0, 1) (the reference); "
+                        "sample_vocab = the base's own activations for sampled tokens at the slots, i.e. the prefix "
+                        "starts as the sample_vocab soft prompt (default: %(default)s)")
     p.add_argument("--prefix-projection", action="store_true", help="prefix_kv through PEFT's reparameterisation MLP")
     p.add_argument("--tune-steps", type=int, default=2000, help="tuning steps per run (default: %(default)s)")
     p.add_argument("--tune-lr", default=None,
@@ -197,6 +201,7 @@ def parse_args(argv=None):
     a.prefix_lengths = _ints(parser, "--prefix-lengths", a.prefix_lengths, 1)
     a.lora_ranks = _ints(parser, "--lora-ranks", a.lora_ranks, 1)
     a.lora_targets = tuple(t.strip() for t in a.lora_targets.split(","))
+    a.prefix_inits = [t.strip() for t in a.prefix_init.split(",")]
     a.tune_lrs = _tune_lrs(parser, a.tune_lr, a.methods)
     a.cfg = preset(a.model, vocab_size=variant.vocab_size)
     try:
@@ -224,6 +229,8 @@ def method_groups(a):
             groups += [(get_method("lora", rank=r, alpha=a.lora_alpha, targets=a.lora_targets), r) for r in a.lora_ranks]
         elif m == "soft_prompt":
             groups.append((get_method(m, init_mode=a.soft_prompt_init), None))
+        elif m == "prefix":
+            groups += [(get_method(m, init_mode=i), None) for i in a.prefix_inits]
         elif m == "prefix_kv":
             groups.append((get_method(m, projection=a.prefix_projection), None))
         else:
@@ -242,7 +249,7 @@ def group_tag(method, rank) -> str:
     tag = method.name
     if rank:
         tag += f"-r{rank}-" + "".join(method.targets)
-    if method.name == "soft_prompt":
+    if method.name == "soft_prompt" or (method.name == "prefix" and method.init_mode != "normal"):
         tag += f"-{method.init_mode}"
     if method.name == "prefix_kv" and method.projection:
         tag += "-projection"
@@ -317,6 +324,7 @@ def main(argv=None) -> int:
                 chunk=a.chunk, progress=progress, cross_tasks=cross, resume=partial if writer else None)
             for r in recs:
                 r.update(common, group=group, task=task.spec, method=method.name, lora_rank=rank,
+                         init=getattr(method, "init_mode", None),
                          lora_targets=",".join(method.targets) if rank else None,
                          steps=a.tune_steps if method.name != "none" else a.pretrain_steps)
                 if method.name == "none":  # the pretrained base: its pretraining loss, size and time

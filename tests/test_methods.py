@@ -46,7 +46,8 @@ def test_soft_prompt_of_token_embeddings_equals_hard_prompt():
     np.testing.assert_array_equal(run(SoftPrompt(), soft, base, valid), run(HardPrompt(), hard, base, valid))
 
 
-@pytest.mark.parametrize("method", [SoftPrompt(init_mode="random"), Prefix(), PrefixKV(), PrefixKV(projection=True)])
+@pytest.mark.parametrize("method", [SoftPrompt(init_mode="random"), Prefix(), Prefix(init_mode="sample_vocab"),
+                                    PrefixKV(), PrefixKV(projection=True)])
 @pytest.mark.parametrize("p", [1, 3])
 def test_padded_masked_context_equals_exact_length(method, p):
     base = base_state()
@@ -60,6 +61,19 @@ def test_padded_masked_context_equals_exact_length(method, p):
     # and the masked slots really are ignored: changing them changes nothing
     noisy = {k: perturb_slots(v, SLOT_AXIS.get(k), p) for k, v in padded.items()}
     np.testing.assert_allclose(run(method, noisy, base, valid), out_padded, atol=1e-6)
+
+
+def test_prefix_sample_vocab_init_starts_as_the_soft_prompt():
+    base = base_state()
+    key, valid = jax.random.key(5), jnp.ones(3, bool)
+    soft, prefix = SoftPrompt(init_mode="sample_vocab"), Prefix(init_mode="sample_vocab")
+    out_soft = run(soft, soft.init(key, CFG, base, 3), base, valid)
+    out_prefix = run(prefix, prefix.init(key, CFG, base, 3), base, valid)
+    np.testing.assert_allclose(out_prefix, out_soft, atol=1e-6)
+    # at the model's own scale, not N(0, 1): every layer's slot input is far smaller than a unit normal vector
+    norms = jnp.linalg.norm(prefix.init(key, CFG, base, 3)["layer_inputs_LPD"], axis=-1)
+    assert float(norms.max()) < 0.5 * np.sqrt(CFG.d_model)
+    assert not np.allclose(out_prefix, run(prefix, Prefix().init(key, CFG, base, 3), base, valid), atol=1e-3)
 
 
 SLOT_AXIS = {"embeds_PD": 0, "layer_inputs_LPD": 1, "kv_PF": 0, "emb_PD": 0}
@@ -94,7 +108,8 @@ def test_full_counts_every_weight():
 
 
 @pytest.mark.parametrize("bad", [dict(name="lora", targets=("x",)), dict(name="lora", rank=0),
-                                 dict(name="soft_prompt", init_mode="text"), dict(name="adapter")])
+                                 dict(name="soft_prompt", init_mode="text"), dict(name="prefix", init_mode="vocab"),
+                                 dict(name="adapter")])
 def test_bad_method_settings(bad):
     name = bad.pop("name")
     with pytest.raises(MethodError):

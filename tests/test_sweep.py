@@ -35,6 +35,7 @@ def tree_bytes(path):
     (["--prefix-lengths", "1,x"], "comma list of integers"),
     (["--prefix-lengths", "1,65"], "--prefix-lengths up to 64"),
     (["--lora-targets", "q,z"], "unknown LoRA target"),
+    (["--prefix-init", "normal,zeros"], "prefix init must be one of"),
     (["--tune-lr", "prompt=1e-3"], "has no learning rate"),
     (["--model", "huge"], "invalid choice"),
     (["--resume", "--force"], "exclude each other"),
@@ -60,11 +61,11 @@ def test_existing_directory_is_refused_and_unchanged(tmp_path):
 def test_tiny_end_to_end_then_base_reused(tmp_path):
     out, cache = tmp_path / "run", tmp_path / "cache"
     r = sweep(*TINY, "--tasks", "add1,sort_asc+add1", "--methods", "none,prefix,lora", "--prefix-lengths", "1,2",
-              "--out", str(out), "--cache-dir", str(cache))
+              "--prefix-init", "normal,sample_vocab", "--out", str(out), "--cache-dir", str(cache))
     assert r.returncode == 0, r.stderr
     got = rows(out)
-    # per task: none (2 seeds) + prefix (2 lengths x 2 seeds) + lora (2 seeds)
-    assert len(got) == 2 * (2 + 4 + 2)
+    # per task: none (2 seeds) + prefix (2 inits x 2 lengths x 2 seeds) + lora (2 seeds)
+    assert len(got) == 2 * (2 + 8 + 2)
     required = {"pretrain", "task", "method", "seed", "steps", "trainable_params", "final_loss", "exact_match",
                 "token_accuracy", "wall_s", "context_len", "lora_rank", "lr", "status", "group", "loss_curve"}
     assert all(required <= set(row) for row in got)
@@ -74,11 +75,13 @@ def test_tiny_end_to_end_then_base_reused(tmp_path):
     assert all(set(r["cross_exact_match"]) == {"add1", "sort_asc+add1"} - {r["task"]} for r in got)
     assert json.loads((out / "config.json").read_text())["model"] == "tiny"
     assert (out / "results.csv").read_text().count("\n") == len(got) + 1
-    assert "| add1 | prefix | 2 |" in (out / "summary.md").read_text()
+    summary = (out / "summary.md").read_text()
+    assert "| add1 | prefix | 2 |" in summary and "| add1 | prefix:sample_vocab | 2 |" in summary
     assert all((out / "plots" / name).stat().st_size > 0
                for name in ("accuracy_vs_length.png", "loss_curves.png", "accuracy_vs_params.png"))
     assert (out / "ckpt" / "base" / "seed-1" / "meta.json").exists()
     assert (out / "ckpt" / "add1" / "prefix" / "meta.json").exists()
+    assert (out / "ckpt" / "add1" / "prefix-sample_vocab" / "meta.json").exists()
     assert "exact match" in r.stdout and "pretrained and stored" in r.stdout
 
     # same pretraining configuration, another task: the base comes from the cache
