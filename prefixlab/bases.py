@@ -1,7 +1,8 @@
 """A cache of pretrained bases, shared by every sweep: a base is pretrained once per (configuration, seed).
 
 The cache key is the content of everything that determines the parameters: model configuration, pretraining
-mixture and variant, steps, batch size and optimizer settings (not the chunk size, which changes nothing).
+mixture and variant, steps, batch size, optimizer settings and the code's `NUMERICS` version (not the chunk size,
+which changes nothing).
     <cache>/base-<hash>/seed-<s>/        one Orbax checkpoint per seed: params and the per-step losses
     <cache>/base-<hash>/seed-<s>.partial  pretraining state while in progress (resumed after a kill)
 """
@@ -24,6 +25,9 @@ from prefixlab.tasks import Mixture
 from prefixlab.train import OptimConfig, abstract_model, pretrain
 
 DEFAULT_CACHE = "runs/base-cache"
+# Part of the cache key: bump when a code change alters what a pretraining configuration produces, so that an old
+# cache never serves a base the current code would not train. 2: dropout masks from rng.hash_bits (was threefry).
+NUMERICS = 2
 
 
 def default_cache_dir() -> Path:
@@ -32,7 +36,7 @@ def default_cache_dir() -> Path:
 
 def pretrain_config(cfg: ModelConfig, mixture: Mixture, steps: int, batch_size: int, optim: OptimConfig) -> dict:
     config = {"model_config": dataclasses.asdict(cfg), "pretrain": mixture.spec, "vocab_size": mixture.vocab_size,
-              "steps": steps, "batch_size": batch_size, "optim": dataclasses.asdict(optim)}
+              "steps": steps, "batch_size": batch_size, "optim": dataclasses.asdict(optim), "numerics": NUMERICS}
     return json.loads(json.dumps(config, sort_keys=True))  # as it reads back from meta.json
 
 

@@ -1,7 +1,8 @@
-"""Cheap random draws: 16 bits per value, two values per 32-bit word.
+"""Cheap random draws.
 
 On CPU, threefry word generation dominates data generation and dropout; `jax.random.randint` and
-`jax.random.bernoulli` spend a full word per value, these spend half.
+`jax.random.bernoulli` spend a full word per value. Task data spends half a threefry word per value
+(`halfwords`); dropout masks, millions of values per step, come from a counter hash (`hash_bits`).
 """
 
 import math
@@ -23,7 +24,26 @@ def uniform_ints(key, shape, lo: int, hi: int) -> jax.Array:
     return ((halfwords(key, shape) * jnp.uint32(hi - lo + 1)) >> 16).astype(jnp.int32) + lo
 
 
+_GOLDEN = 0x9E3779B9
+
+
+def _lowbias32(x):
+    """A 32-bit integer bijection with low bias (C. Wellons' hash prospector, 'lowbias32')."""
+    x = (x ^ (x >> 16)) * jnp.uint32(0x7FEB352D)
+    x = (x ^ (x >> 15)) * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def hash_bits(key, shape) -> jax.Array:
+    """uint32 values, one per element: two lowbias32 rounds over (element index, the key's two words).
+    A counter-based hash, not a cryptographic generator: fine for dropout masks and ~25x cheaper than threefry
+    on CPU (1.6 M words: 0.8 ms vs 21 ms on the 2-core machine), which made dropout a tenth of a step."""
+    k = jax.random.key_data(key).reshape(-1).astype(jnp.uint32)
+    x = jax.lax.iota(jnp.uint32, math.prod(shape)) * jnp.uint32(_GOLDEN) + k[0]
+    return _lowbias32(_lowbias32(x) ^ k[1]).reshape(shape)
+
+
 def keep_mask(key, shape, rate: float):
-    """Dropout keep mask and the matching inverse scale; the drop probability is rate rounded to 2^-16."""
-    threshold = round(rate * 65536)
-    return halfwords(key, shape) >= threshold, 65536 / (65536 - threshold)
+    """Dropout keep mask and the matching inverse scale; the drop probability is rate rounded to 2^-32."""
+    threshold = min(round(rate * 2**32), 2**32 - 1)
+    return hash_bits(key, shape) >= jnp.uint32(threshold), 2**32 / (2**32 - threshold)
