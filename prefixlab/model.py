@@ -174,6 +174,7 @@ class Block(nnx.Module):
         cfg = self.cfg
         a_BQD = _dropout(a_BQD, cfg.dropout, drop_keys[0])
         x_BQD = x_BQD + a_BQD if cfg.residual_attn else a_BQD
+        x_BQD = jax.lax.optimization_barrier(x_BQD)  # see Transformer.stream
         m_BQD = _dropout(self.mlp(self._ln(self.ln2, x_BQD)), cfg.dropout, drop_keys[1])
         return x_BQD + m_BQD if cfg.residual_mlp else m_BQD
 
@@ -252,6 +253,10 @@ class Transformer(nnx.Module):
         allowed_SS = _allowed(P, P + T, valid_P, cfg.causal)
         per_layer = []
         for l, block in enumerate(self.blocks):
+            # Materialise the residual stream between blocks: without this, XLA on CPU fuses the whole chain of
+            # earlier blocks' adds, dropouts and LayerNorms into each backward transpose and recomputes it there
+            # (paper-exp3 pretraining: 210-225 -> 163-175 ms/step on 2 cores, scripts/bench.py).
+            x = jax.lax.optimization_barrier(x)
             kv = None
             if P and ctx.layer_inputs_LPD is not None:
                 x = x.at[:, :P].set(jnp.broadcast_to(ctx.layer_inputs_LPD[l].astype(x.dtype), (B, P, cfg.d_model)))
@@ -260,7 +265,7 @@ class Transformer(nnx.Module):
             x, aux = block(x, allowed_SS, kv, keys[l])
             if collect:
                 per_layer.append(aux)
-        return x, per_layer, P
+        return jax.lax.optimization_barrier(x), per_layer, P
 
     def slot_layer_inputs(self, embeds_PD):
         """(L, P, D): the attention-block input at every layer when the P slots hold `embeds_PD` and no content
