@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
   none         the pretrained base as it is
   prompt       P hard tokens; exhaustive search if V^P <= 10,000, else greedy coordinate search
   soft_prompt  P learned input embeddings (prompt tuning); init --soft-prompt-init
-  prefix       reference prefix-tuning: P learned vectors replace the attention-block input at every layer
+  prefix       reference prefix-tuning: P learned vectors replace the attention-block input at every layer;
+               init --prefix-init
   prefix_kv    PEFT prefix-tuning: learned keys and values per layer (--prefix-projection: reparam. MLP)
   lora         rank-r LoRA (alpha/r scale, B = 0 at init) on --lora-targets of every layer
   full         every weight
