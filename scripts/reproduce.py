@@ -109,6 +109,24 @@ def cross(records, task, other, **match) -> list[float]:
     return [r["cross_exact_match"][other] for r in matching(records, task=task, **match)]
 
 
+def paired_gap(records, better: dict, worse: dict, tasks) -> tuple[float, float]:
+    """Mean and 95 % t half-width of exact match (better − worse), paired by (task, seed): the runs of a pair
+    share their base. An expressiveness claim "worse ⊂ better" predicts a gap that is not significantly < 0."""
+    by = lambda m: {(r["task"], r["seed"]): r["exact_match"] for r in matching(records, **m) if r["task"] in tasks}
+    b, w = by(better), by(worse)
+    m, _, half = mean_std_ci([b[k] - w[k] for k in sorted(b.keys() & w.keys())])
+    return m, half
+
+
+def hierarchy_claim(rep: Report, title: str, records, chain: list[tuple[str, dict]], tasks, note: str = ""):
+    """One claim for a chain of methods a ⊂ b ⊂ ...: every paired gap's 95 % interval reaches 0 or above."""
+    gaps = [(lo, hi, *paired_gap(records, mhi, mlo, tasks)) for (lo, mlo), (hi, mhi) in zip(chain, chain[1:])]
+    means = ", ".join(f"{name} {100 * mean([mean(em(records, task=t, **m)) for t in tasks]):.1f} %" for name, m in chain)
+    text = "; ".join(f"{hi} − {lo} = {100 * g:+.1f} pp [±{100 * h:.1f}]" for lo, hi, g, h in gaps)
+    rep.claim(title, f"{means}; paired gaps {text}{note}", " ⊂ ".join(name for name, _ in chain),
+              all(g + (0 if np.isnan(h) else h) >= 0 for _, _, g, h in gaps))
+
+
 def mean(xs):
     xs = [x for x in xs if x is not None]
     return sum(xs) / len(xs) if xs else float("nan")
@@ -193,13 +211,11 @@ def exp2(rep: Report, prof: dict, a) -> None:
         matrices.append("\n".join(rows))
     for t in tasks:
         rep.claim(f"exp2: mixture base, no prefix, on {t}", pct(em(recs, task=t, method="none")), base_refs[t], None)
-    by_task = lambda **m: mean([mean(em(recs, task=t, **m)) for t in tasks])
-    order = {"prompt": by_task(method="prompt"), "soft_prompt": by_task(method="soft_prompt"),
-             "prefix (sample_vocab)": by_task(method="prefix", init="sample_vocab")}
-    rep.claim("hierarchy on the mixture: hard ≤ soft ≤ prefix (P = 1, mean over tasks and seeds; the prefix that "
-              "starts as the soft prompt)", " ≤ ".join(f"{m} {100 * v:.1f} %" for m, v in order.items())
-              + f" (prefix, init normal: {100 * by_task(method='prefix', init='normal'):.1f} %)",
-              "prompt ⊂ soft prompt ⊂ prefix", order["prompt"] <= order["soft_prompt"] <= order["prefix (sample_vocab)"])
+    hierarchy_claim(rep, "hierarchy on the mixture, 1 layer, P = 1: hard prompt ⊂ soft prompt ⊂ prefix (the prefix "
+                    "that starts as the soft prompt)", recs,
+                    [("prompt", dict(method="prompt")), ("soft prompt", dict(method="soft_prompt")),
+                     ("prefix", dict(method="prefix", init="sample_vocab"))], tasks,
+                    note=" (in a one-layer model a prefix and a soft prompt are the same parameterisation)")
     shift, fig = _exp2_figures(out, tasks, rep.figures)
     rep.claim("exp2: content attention, prefix columns removed and renormalised, equals no-prefix attention",
               f"max |Δ| = {shift:.1e} over 2 inits × 4 prefixes × 3 seeds × 64 inputs", "identical", shift <= 1e-5)
@@ -250,8 +266,8 @@ def exp3(rep: Report, prof: dict, a) -> None:
     model, pre, tune = prof["exp3"]
     out = a.out / "exp3"
     tasks = MIX + ",sort_asc+add1,double_hist"
-    recs = sweep(out, a.cache_dir, "--model", model, "--pretrain", MIX, "--tasks", tasks, "--methods", "none,prefix",
-                 "--prefix-lengths", "10", "--tune-lr", "prefix=5e-3", "--pretrain-steps", str(pre),
+    recs = sweep(out, a.cache_dir, "--model", model, "--pretrain", MIX, "--tasks", tasks, "--methods",
+                 "none,soft_prompt,prefix", "--prefix-lengths", "10", "--tune-lr", "prefix=5e-3", "--pretrain-steps", str(pre),
                  "--tune-steps", str(tune), "--seeds", str(prof["seeds"]), "--eval-samples", str(prof["eval"]),
                  "--no-cross-eval")
     pre_tasks = [mean(em(recs, task=t, method="prefix")) for t in MIX.split(",")]
@@ -261,6 +277,9 @@ def exp3(rep: Report, prof: dict, a) -> None:
     comp, new = em(recs, task="sort_asc+add1", method="prefix"), em(recs, task="double_hist", method="prefix")
     rep.claim("exp3: composite sort_asc+add1 (pretrained skills combined) vs new double_hist",
               f"{pct(comp)} vs {pct(new)}", "71.6 % vs 0.6 %", mean(comp) > mean(new) + 0.1 and mean(new) <= 0.05)
+    hierarchy_claim(rep, "hierarchy, 4 layers, P = 10: soft prompt ⊂ prefix (the 4 pretraining tasks, the composite "
+                    "and double_hist)", recs, [("soft prompt", dict(method="soft_prompt")), ("prefix", dict(method="prefix"))],
+                    tasks.split(","))
     rep.section("Experiment 3: pretrained skills, their composition, and a new task", time.perf_counter() - a.t_section,
                 _table(recs))
 
