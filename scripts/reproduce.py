@@ -37,7 +37,7 @@ PROFILES = {
     "paper": dict(seeds=3, eval=3200, exp1=("paper-exp1", 20000, 10000), exp2=("paper-exp2", 20000, 30000),
                   exp3=("paper-exp3", 40000, 20000), ext=("paper-exp3", 40000, 20000),
                   theory=["all", "wang-scan"]),
-    "quick": dict(seeds=3, eval=1600, exp1=("paper-exp1", 6000, 2000), exp2=("small-exp2", 8000, 1500),
+    "quick": dict(seeds=3, eval=1600, exp1=("paper-exp1", 10000, 2000), exp2=("small-exp2", 8000, 1500),
                   exp3=("small-exp3", 8000, 1500), ext=("small-exp3", 6000, 1000),
                   theory=["all", "wang-scan"]),
     "tiny": dict(seeds=2, eval=40, exp1=("tiny", 40, 10), exp2=("tiny", 40, 10), exp3=("tiny", 40, 10),

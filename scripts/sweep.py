@@ -70,7 +70,7 @@ valid tasks: {T._valid_names()}; compose with '+', e.g. sort_asc+add1""",
     p.add_argument("--model", default="paper-exp1", choices=list(PRESETS), help="model preset (default: %(default)s)")
     p.add_argument("--variant", choices=list(T.VARIANTS), default=None,
                    help="task variant (default: classic unless a task exists only in extended)")
-    p.add_argument("--pretrain-steps", type=int, default=6000, help="pretraining steps (default: %(default)s)")
+    p.add_argument("--pretrain-steps", type=int, default=10000, help="pretraining steps (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64, help="batch size, pretraining and tuning (default: %(default)s)")
     p.add_argument("--lr", type=float, default=5e-4, help="pretraining learning rate, AdamW (default: %(default)s)")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds 0..n-1; one base per seed (default: %(default)s)")
