@@ -14,7 +14,10 @@ next to the reference value, a verdict per claim, and the figures in <out>/figur
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import platform
 import subprocess
 import sys
 import time
@@ -67,10 +70,34 @@ class Report:
     def write(self, total_s: float):
         lines = [f"# Reproduction report (profile `{self.profile}`)", "",
                  f"`python scripts/reproduce.py --profile {self.profile} --out {self.out}` — "
-                 f"{total_s / 60:.1f} min in all. Numbers: mean over seeds [95 % t-interval].", "",
+                 f"{total_s / 60:.1f} min in all on {platform.machine()} with {os.cpu_count()} cores. "
+                 "Numbers: mean over seeds [95 % t-interval].", "",
                  "## Claims", "", "| claim | measured | reference | verdict |", "|---|---|---|---|"]
         lines += [f"| {c} | {m} | {r} | {v} |" for c, m, r, v in self.claims]
         (self.out / "report.md").write_text("\n".join(lines) + "\n\n" + "\n".join(self.parts))
+
+
+class SectionTiming:
+    """Wall seconds per section, kept in <out>/timing.json and added up over runs, so a reproduction that was
+    interrupted and resumed reports the time its sections really took (less the interrupted run's partial work)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.seconds: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
+
+    @contextlib.contextmanager
+    def measure(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+            self.path.write_text(json.dumps(self.seconds, indent=1) + "\n")
+
+
+def section_wall_s(a) -> float:
+    """This section's wall time so far, including earlier runs of it into the same --out."""
+    return a.prior_section_s + time.perf_counter() - a.t_section
 
 
 def sweep(out: Path, cache: Path | None, *flags: str) -> list[dict]:
@@ -147,7 +174,7 @@ def exp1(rep: Report, prof: dict, a) -> None:
         xs = em(recs, task="sort_desc", method=method)
         rep.claim(f"exp1: {method} tuned to sort_desc", pct(xs), ref, ok(mean(xs)))
     fig = _attention_figure(out, rep.figures / "exp1_attention.png")
-    rep.section("Experiment 1: sort ascending → sort descending", time.perf_counter() - a.t_section,
+    rep.section("Experiment 1: sort ascending → sort descending", section_wall_s(a),
                 _table(recs) + f"\n\n![attention maps]({fig.relative_to(a.out)})\n\nAttention of the pretrained, "
                 "fully fine-tuned and prefix-tuned (P = 1) models on one sort_desc input (seed 0, content rows; the "
                 "prefix model's first column is the prefix slot). Fine-tuning changes the pattern; the prefix can "
@@ -219,7 +246,7 @@ def exp2(rep: Report, prof: dict, a) -> None:
     shift, fig = _exp2_figures(out, tasks, rep.figures)
     rep.claim("exp2: content attention, prefix columns removed and renormalised, equals no-prefix attention",
               f"max |Δ| = {shift:.1e} over 2 inits × 4 prefixes × 3 seeds × 64 inputs", "identical", shift <= 1e-5)
-    rep.section("Experiment 2: one prefix per task on a mixture-pretrained model", time.perf_counter() - a.t_section,
+    rep.section("Experiment 2: one prefix per task on a mixture-pretrained model", section_wall_s(a),
                 _table(recs) + "\n\nExact match of each task's prefix on every task (mean [95 % interval]):\n\n"
                 + "\n\n".join(matrices) + f"\n\n![Figure 3]({fig.relative_to(a.out)})\n\nAttention-block output at "
                 "the last input position for 20 inputs (PCA of all points), without a prefix and with each task's "
@@ -280,7 +307,7 @@ def exp3(rep: Report, prof: dict, a) -> None:
     hierarchy_claim(rep, "hierarchy, 4 layers, P = 10: soft prompt ⊂ prefix (the 4 pretraining tasks, the composite "
                     "and double_hist)", recs, [("soft prompt", dict(method="soft_prompt")), ("prefix", dict(method="prefix"))],
                     tasks.split(","))
-    rep.section("Experiment 3: pretrained skills, their composition, and a new task", time.perf_counter() - a.t_section,
+    rep.section("Experiment 3: pretrained skills, their composition, and a new task", section_wall_s(a),
                 _table(recs))
 
 
@@ -296,7 +323,7 @@ def exp4(rep: Report, prof: dict, a) -> None:
     n_l = next(r["trainable_params"] for r in recs if r["method"] == "lora")
     rep.claim(f"exp4: double_hist, prefix P=12 ({n_p:,} params) vs LoRA o,fc,proj ({n_l:,} params)",
               f"{pct(prefix)} vs {pct(lora)}", "0.3 % vs 92.4 %", mean(lora) > mean(prefix) + 0.2)
-    rep.section("Experiment 4: prefix vs LoRA at an equal parameter count", time.perf_counter() - a.t_section,
+    rep.section("Experiment 4: prefix vs LoRA at an equal parameter count", section_wall_s(a),
                 _table(recs))
 
 
@@ -312,7 +339,7 @@ def extended(rep: Report, prof: dict, a) -> None:
     rep.claim("extended: P=10 prefixes, pretraining set vs evaluation set (mean over tasks)",
               f"{100 * on_pre:.1f} % vs {100 * on_eval:.1f} %", "high on pretrained skills, low on new ones",
               on_pre > on_eval)
-    rep.section("Extended tasks", time.perf_counter() - a.t_section, _table(recs))
+    rep.section("Extended tasks", section_wall_s(a), _table(recs))
 
 
 def spread(rep: Report, prof: dict, a) -> None:
@@ -335,7 +362,7 @@ def spread(rep: Report, prof: dict, a) -> None:
     text = ", ".join(f"layer {l}: {g:.3f}" for l, g in enumerate(gaps.mean(0)))
     rep.claim("Appendix B: renormalised attention on P=10 prefix slots, 1st–99th percentile gap across inputs",
               text, "0.02–0.17 per layer (GPT-2)", bool(gaps.max() < 0.5))
-    rep.section("Prefix-attention spread across inputs (Appendix B)", time.perf_counter() - a.t_section,
+    rep.section("Prefix-attention spread across inputs (Appendix B)", section_wall_s(a),
                 f"Per layer, mean over seeds, heads and slots of the 1st–99th percentile gap over 256 sort_asc "
                 f"inputs of the last input position's renormalised attention over the 10 prefix slots: {text}.")
 
@@ -393,12 +420,14 @@ def main(argv=None) -> int:
     a.out = Path(a.out)
     a.cache_dir = Path(a.cache_dir) if a.cache_dir else None
     rep = Report(a.out, a.profile)
+    timing = SectionTiming(a.out / "timing.json")
     start = time.perf_counter()
     for name in sections:
         print(f"[{name}] {time.perf_counter() - start:6.0f} s", flush=True)
-        a.t_section = time.perf_counter()
-        RUNNERS[name](rep, PROFILES[a.profile], a)
-        rep.write(time.perf_counter() - start)  # a partial report after every section
+        a.t_section, a.prior_section_s = time.perf_counter(), timing.seconds.get(name, 0.0)
+        with timing.measure(name):
+            RUNNERS[name](rep, PROFILES[a.profile], a)
+        rep.write(sum(timing.seconds.values()))  # a partial report after every section
     print(f"report: {a.out / 'report.md'} ({(time.perf_counter() - start) / 60:.1f} min)")
     return 0
 
