@@ -65,7 +65,8 @@ class Report:
     def claim(self, claim: str, measured: str, reference: str, holds: bool | None):
         """holds=None: a measurement shown beside its reference without a pass/fail criterion."""
         verdict = "reproduced" if holds else ("not reproduced" if holds is not None else "(for comparison)")
-        self.claims.append((claim, measured, reference, verdict))
+        cell = lambda text: text.replace("|", "\\|")  # a "|" in a cell would end it in the markdown table
+        self.claims.append((cell(claim), cell(measured), cell(reference), verdict))
 
     def write(self, total_s: float):
         lines = [f"# Reproduction report (profile `{self.profile}`)", "",
