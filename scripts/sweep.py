@@ -203,7 +203,8 @@ def parse_args(argv=None):
     a.lora_ranks = _ints(parser, "--lora-ranks", a.lora_ranks, 1)
     a.lora_targets = tuple(t.strip() for t in a.lora_targets.split(","))
     a.prefix_inits = [t.strip() for t in a.prefix_init.split(",")]
-    a.tune_lrs = _tune_lrs(parser, a.tune_lr, a.methods)
+    # --match-params adds LoRA groups, which need LoRA's learning rate even when lora is not in --methods
+    a.tune_lrs = _tune_lrs(parser, a.tune_lr, a.methods + (["lora"] if a.match_params else []))
     a.cfg = preset(a.model, vocab_size=variant.vocab_size)
     try:
         a.method_groups = method_groups(a)
@@ -319,7 +320,7 @@ def main(argv=None) -> int:
                 continue
             group_dir = a.out / "ckpt" / task.spec / group_tag(method, rank)
             partial = ckpt.ChunkCheckpoint(group_dir.with_name(group_dir.name + ".partial"), a.save_every)
-            runs = group_runs(method, a.prefix_lengths, a.tune_lrs.get(method.name, [0.0]))
+            runs = group_runs(method, a.prefix_lengths, a.tune_lrs[method.name] if method.name in LR_DEFAULTS else [0.0])
             recs, trainable_SR, losses_SRT = tune_group(
                 method, a.cfg, base_S, task, runs, seeds, a.tune_steps, a.batch_size, eval_samples=a.eval_samples,
                 chunk=a.chunk, progress=progress, cross_tasks=cross, resume=partial if writer else None)
