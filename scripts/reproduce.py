@@ -39,10 +39,10 @@ EXT_EVAL = "add1+add1,more_equal,not_divisible,double_hist,filter_count,sort_asc
 PROFILES = {
     "paper": dict(seeds=3, eval=3200, exp1=("paper-exp1", 20000, 10000), exp2=("paper-exp2", 20000, 30000),
                   exp3=("paper-exp3", 40000, 20000), ext=("paper-exp3", 40000, 20000),
-                  theory=["all", "wang-scan"]),
+                  theory=["all"]),
     "quick": dict(seeds=3, eval=1600, exp1=("paper-exp1", 10000, 2000), exp2=("small-exp2", 8000, 1500),
                   exp3=("small-exp3", 8000, 1500), ext=("small-exp3", 6000, 1000),
-                  theory=["all", "wang-scan"]),
+                  theory=["all"]),
     "tiny": dict(seeds=2, eval=40, exp1=("tiny", 40, 10), exp2=("tiny", 40, 10), exp3=("tiny", 40, 10),
                  ext=("tiny", 40, 10), theory=["identities"]),
 }

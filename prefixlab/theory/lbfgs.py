@@ -17,15 +17,22 @@ def make_lbfgs(loss_fn, steps: int = 500):
         f = lambda p: loss_fn(p, aux)
         vg = optax.value_and_grad_from_state(f)
 
-        def step(carry, _):
-            p, s = carry
-            v, g = vg(p, state=s)
-            u, s = opt.update(g, s, p, value=v, grad=g, value_fn=f)
-            return (optax.apply_updates(p, u), s), v
+        def keep_best(v, p, best_v, best_p):
+            better = jnp.isfinite(v) & (v < best_v)
+            return jnp.where(better, v, best_v), jax.tree.map(lambda a, b: jnp.where(better, a, b), p, best_p)
 
-        (p, _), _ = jax.lax.scan(step, (p0, opt.init(p0)), None, length=steps)
-        v = f(p)
-        return jnp.where(jnp.isfinite(v), v, jnp.inf), p
+        # The best iterate, not the last: a zoom line search can accept a step that blows up late in the run
+        # (Wang full fine-tuning, d=8 seed 1: 8.9e23 at the end, 1.7e-32 at its best).
+        def step(carry, _):
+            p, s, best_v, best_p = carry
+            v, g = vg(p, state=s)
+            best_v, best_p = keep_best(v, p, best_v, best_p)
+            u, s = opt.update(g, s, p, value=v, grad=g, value_fn=f)
+            return (optax.apply_updates(p, u), s, best_v, best_p), v
+
+        inf = jnp.asarray(jnp.inf, dtype=jax.tree.leaves(p0)[0].dtype)
+        (p, _, best_v, best_p), _ = jax.lax.scan(step, (p0, opt.init(p0), inf, p0), None, length=steps)
+        return keep_best(f(p), p, best_v, best_p)
 
     return jax.jit(jax.vmap(one, in_axes=(0, None)))
 
