@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import dataclasses
 import json
 from pathlib import Path
@@ -120,17 +122,27 @@ def attention_block_outputs(model: Transformer, tokens_BT, ctx: Context | None, 
     return np.asarray(model.blocks[layer].attn.o(heads_BQHK.reshape(B, 1, -1))[:, 0])
 
 
-def content_attention_shift(model: Transformer, tokens_BT, ctxs: list[Context]) -> float:
+class AttentionShift(NamedTuple):
+    max_abs: float  # max |renormalised content attention with the prefix - attention without|
+    rows: int  # query rows compared
+    skipped: int  # rows whose content attention underflowed to ~0 (the prefix took all of it): nothing to renormalise
+
+
+def content_attention_shift(model: Transformer, tokens_BT, ctxs: list[Context]) -> AttentionShift:
     """max over prefixes, layers 0 only (the first layer sees the same input with and without the prefix), of
-    |attention over the content with the prefix columns removed and rows renormalised - attention without prefix|."""
+    |attention over the content with the prefix columns removed and rows renormalised - attention without prefix|.
+    Rows whose content mass is below 1e-30 are counted as skipped instead of turning the maximum into NaN."""
     base = attention_maps(model, tokens_BT, None)[0]
-    worst = 0.0
+    worst, rows, skipped = 0.0, 0, 0
     for ctx in ctxs:
         P = ctx.length
         pt = attention_maps(model, tokens_BT, ctx)[0][:, :, P:, P:]
-        pt = pt / pt.sum(-1, keepdims=True)
-        worst = max(worst, float(np.abs(pt - base).max()))
-    return worst
+        mass = pt.sum(-1, keepdims=True)
+        ok = mass[..., 0] > 1e-30
+        diff = np.abs(pt / np.where(mass > 1e-30, mass, 1.0) - base).max(-1)
+        rows, skipped = rows + int(ok.sum()), skipped + int((~ok).sum())
+        worst = max(worst, float(diff[ok].max(initial=0.0)))
+    return AttentionShift(worst, rows, skipped)
 
 
 def prefix_attention_spread(model: Transformer, tokens_BT, ctx: Context, query: int) -> np.ndarray:
