@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Reproduce both papers: every section's sweeps, figures and verdicts, in one report.
 
-  python scripts/reproduce.py --profile quick --out runs/repro-quick     # 2-core CPU, about 45 minutes
+  python scripts/reproduce.py --profile quick --out runs/repro-quick     # 2-core CPU: 98.5 min measured (half-speed day)
   python scripts/reproduce.py --profile paper --out runs/repro-paper     # the papers' sizes: GPU or TPU
   python scripts/reproduce.py --profile quick --sections exp1,theory     # a part
 
@@ -34,8 +34,9 @@ MIX = "sort_asc,sort_desc,add1,add2"
 EXT_PRE = "sort_asc,sort_desc,add1,modulo,less_than,divisible,inverse_binary"
 EXT_EVAL = "add1+add1,more_equal,not_divisible,double_hist,filter_count,sort_asc+add1,less_than+add1"
 
-# Steps per section. `paper` follows the papers (Petrov et al. Table/appendix), `quick` fits a 2-core CPU in about
-# 45 minutes with the narrower small-exp2/small-exp3 models, `tiny` only exercises the code (tests, notebook).
+# Steps per section. `paper` follows the papers (Petrov et al. Table/appendix), `quick` uses the narrower
+# small-exp2/small-exp3 models for a 2-core CPU (sized for 45 min; 98.5 min measured on a day the machine ran at half
+# speed, see docs/reproduction/), `tiny` only exercises the code (tests, notebook).
 PROFILES = {
     "paper": dict(seeds=3, eval=3200, exp1=("paper-exp1", 20000, 10000), exp2=("paper-exp2", 20000, 30000),
                   exp3=("paper-exp3", 40000, 20000), ext=("paper-exp3", 40000, 20000),
