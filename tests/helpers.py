@@ -15,3 +15,13 @@ def tiny_model(seed=0, **overrides):
 
 def tokens(seed=0, B=3, T=19, V=10):
     return jax.random.randint(jax.random.key(seed), (B, T), 0, V)
+
+
+def load_script(path):
+    """A scripts/*.py file as a module, to call its functions (parse_args, Report, ...) in-process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem + "_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

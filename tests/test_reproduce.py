@@ -2,6 +2,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.helpers import load_script
+
 REPRODUCE = Path(__file__).resolve().parent.parent / "scripts" / "reproduce.py"
 
 
@@ -11,18 +13,8 @@ def test_unknown_section_is_refused(tmp_path):
     assert r.returncode == 2 and "unknown section" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
 
-
-def _load_reproduce():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("reproduce", REPRODUCE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_claims_table_keeps_four_cells_when_a_number_has_bars(tmp_path):
-    r = _load_reproduce()
+    r = load_script(REPRODUCE)
     rep = r.Report(tmp_path, "tiny")
     rep.claim("content attention", "max |Δ| = 1.7e-06", "identical", True)
     rep.write(60.0)
@@ -32,7 +24,7 @@ def test_claims_table_keeps_four_cells_when_a_number_has_bars(tmp_path):
 
 
 def test_section_times_add_up_over_resumed_runs(tmp_path):
-    r = _load_reproduce()
+    r = load_script(REPRODUCE)
     for _ in range(2):
         timing = r.SectionTiming(tmp_path / "timing.json")
         with timing.measure("exp1"):

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import load_script
+
 SWEEP = Path(__file__).resolve().parent.parent / "scripts" / "sweep.py"
 TINY = ["--model", "tiny", "--pretrain", "add1", "--pretrain-steps", "30", "--tune-steps", "10", "--seeds", "2",
         "--eval-samples", "40", "--quiet"]
@@ -170,20 +172,10 @@ def test_eight_devices_match_one(tmp_path):
         assert x["exact_match"] == y["exact_match"] and x["token_accuracy"] == pytest.approx(y["token_accuracy"], abs=0.01)
         assert x["final_loss"] == pytest.approx(y["final_loss"], rel=1e-4)
 
-
-def _load_sweep():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("sweep_script", SWEEP)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("tune_lr, expected", [(None, [5e-3]), ("prefix=1e-2,lora=2e-3", [2e-3])])
 def test_match_params_lora_gets_a_learning_rate(tune_lr, expected, tmp_path):
     """--match-params adds LoRA groups when only `prefix` is in --methods; they once trained at LR 0."""
     args = ["--model", "tiny", "--methods", "prefix", "--prefix-lengths", "2", "--match-params", "--out", str(tmp_path)]
-    a = _load_sweep().parse_args(args + (["--tune-lr", tune_lr] if tune_lr else []))
+    a = load_script(SWEEP).parse_args(args + (["--tune-lr", tune_lr] if tune_lr else []))
     assert [m.name for m, _ in a.method_groups] == ["prefix", "lora"]
     assert a.tune_lrs["lora"] == expected
