@@ -7,11 +7,10 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import dataclasses
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -138,8 +137,9 @@ def content_attention_shift(model: Transformer, tokens_BT, ctxs: list[Context]) 
         P = ctx.length
         pt = attention_maps(model, tokens_BT, ctx)[0][:, :, P:, P:]
         mass = pt.sum(-1, keepdims=True)
-        ok = mass[..., 0] > 1e-30
-        diff = np.abs(pt / np.where(mass > 1e-30, mass, 1.0) - base).max(-1)
+        ok_1 = mass > 1e-30
+        diff = np.abs(pt / np.where(ok_1, mass, 1.0) - base).max(-1)
+        ok = ok_1[..., 0]
         rows, skipped = rows + int(ok.sum()), skipped + int((~ok).sum())
         worst = max(worst, float(diff[ok].max(initial=0.0)))
     return AttentionShift(worst, rows, skipped)
