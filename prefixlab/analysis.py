@@ -137,9 +137,9 @@ def content_attention_shift(model: Transformer, tokens_BT, ctxs: list[Context]) 
         P = ctx.length
         pt = attention_maps(model, tokens_BT, ctx)[0][:, :, P:, P:]
         mass = pt.sum(-1, keepdims=True)
-        ok_1 = mass > 1e-30
-        diff = np.abs(pt / np.where(ok_1, mass, 1.0) - base).max(-1)
-        ok = ok_1[..., 0]
+        has_mass = mass > 1e-30
+        diff = np.abs(pt / np.where(has_mass, mass, 1.0) - base).max(-1)
+        ok = has_mass[..., 0]
         rows, skipped = rows + int(ok.sum()), skipped + int((~ok).sum())
         worst = max(worst, float(diff[ok].max(initial=0.0)))
     return AttentionShift(worst, rows, skipped)

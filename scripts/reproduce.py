@@ -89,17 +89,16 @@ class SectionTiming:
 
     @contextlib.contextmanager
     def measure(self, name: str):
-        t0 = time.perf_counter()
+        self.current, self.t0 = name, time.perf_counter()
         try:
             yield
         finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+            self.seconds[name] = self.so_far()
             self.path.write_text(json.dumps(self.seconds, indent=1) + "\n")
 
-
-def section_wall_s(a) -> float:
-    """This section's wall time so far, including earlier runs of it into the same --out."""
-    return a.prior_section_s + time.perf_counter() - a.t_section
+    def so_far(self) -> float:
+        """The running section's wall time so far, including earlier runs of it into the same --out."""
+        return self.seconds.get(self.current, 0.0) + time.perf_counter() - self.t0
 
 
 def sweep(out: Path, cache: Path | None, *flags: str) -> list[dict]:
@@ -176,7 +175,7 @@ def exp1(rep: Report, prof: dict, a) -> None:
         xs = em(recs, task="sort_desc", method=method)
         rep.claim(f"exp1: {method} tuned to sort_desc", pct(xs), ref, ok(mean(xs)))
     fig = _attention_figure(out, rep.figures / "exp1_attention.png")
-    rep.section("Experiment 1: sort ascending → sort descending", section_wall_s(a),
+    rep.section("Experiment 1: sort ascending → sort descending", a.timing.so_far(),
                 _table(recs) + f"\n\n![attention maps]({fig.relative_to(a.out)})\n\nAttention of the pretrained, "
                 "fully fine-tuned and prefix-tuned (P = 1) models on one sort_desc input (seed 0, content rows; the "
                 "prefix model's first column is the prefix slot). Fine-tuning changes the pattern; the prefix can "
@@ -247,10 +246,10 @@ def exp2(rep: Report, prof: dict, a) -> None:
                     note=" (in a one-layer model a prefix and a soft prompt are the same parameterisation)")
     shift, fig = _exp2_figures(out, tasks, rep.figures)
     rep.claim("exp2: content attention, prefix columns removed and renormalised, equals no-prefix attention",
-              f"max |Δ| = {shift[0]:.1e} over {shift[1]:,} query rows (2 inits × 4 prefixes × {prof['seeds']} seeds × "
-              f"64 inputs × heads × positions; {shift[2]:,} rows skipped: the prefix took all their attention)",
-              "identical", shift[0] <= 1e-5)
-    rep.section("Experiment 2: one prefix per task on a mixture-pretrained model", section_wall_s(a),
+              f"max |Δ| = {shift.max_abs:.1e} over {shift.rows:,} query rows (2 inits × 4 prefixes × {prof['seeds']} seeds "
+              f"× 64 inputs × heads × positions; {shift.skipped:,} rows skipped: the prefix took all their attention)",
+              "identical", shift.max_abs <= 1e-5)
+    rep.section("Experiment 2: one prefix per task on a mixture-pretrained model", a.timing.so_far(),
                 _table(recs) + "\n\nExact match of each task's prefix on every task (mean [95 % interval]):\n\n"
                 + "\n\n".join(matrices) + f"\n\n![Figure 3]({fig.relative_to(a.out)})\n\nAttention-block output at "
                 "the last input position for 20 inputs (PCA of all points), without a prefix and with each task's "
@@ -265,7 +264,7 @@ def _exp2_figures(out: Path, tasks, figures: Path):
     import matplotlib.pyplot as plt
 
     from prefixlab import tasks as T
-    from prefixlab.analysis import attention_block_outputs, content_attention_shift, load_run
+    from prefixlab.analysis import AttentionShift, attention_block_outputs, content_attention_shift, load_run
 
     run = load_run(out)
     tokens = T.parse_mixture(MIX).batch(jax.random.key(3), 64, test=True).tokens_BT
@@ -273,7 +272,7 @@ def _exp2_figures(out: Path, tasks, figures: Path):
     for s in run.seeds:
         ctxs = [run.model(t, tag, s, context_len=1)[1] for t in tasks for tag in PREFIX_INITS.values()]
         shifts.append(content_attention_shift(run.base_model(s), tokens, ctxs))
-    shift = (max(x.max_abs for x in shifts), sum(x.rows for x in shifts), sum(x.skipped for x in shifts))
+    shift = AttentionShift(max(x.max_abs for x in shifts), sum(x.rows for x in shifts), sum(x.skipped for x in shifts))
     points = {"no prefix": attention_block_outputs(run.base_model(0), tokens[:20], None, 9)}
     for t in tasks:
         model, ctx = run.model(t, PREFIX_INITS["sample_vocab"], 0, context_len=1)
@@ -312,7 +311,7 @@ def exp3(rep: Report, prof: dict, a) -> None:
     hierarchy_claim(rep, "hierarchy, 4 layers, P = 10: soft prompt ⊂ prefix (the 4 pretraining tasks, the composite "
                     "and double_hist)", recs, [("soft prompt", dict(method="soft_prompt")), ("prefix", dict(method="prefix"))],
                     tasks.split(","))
-    rep.section("Experiment 3: pretrained skills, their composition, and a new task", section_wall_s(a),
+    rep.section("Experiment 3: pretrained skills, their composition, and a new task", a.timing.so_far(),
                 _table(recs))
 
 
@@ -328,7 +327,7 @@ def exp4(rep: Report, prof: dict, a) -> None:
     n_l = next(r["trainable_params"] for r in recs if r["method"] == "lora")
     rep.claim(f"exp4: double_hist, prefix P=12 ({n_p:,} params) vs LoRA o,fc,proj ({n_l:,} params)",
               f"{pct(prefix)} vs {pct(lora)}", "0.3 % vs 92.4 %", mean(lora) > mean(prefix) + 0.2)
-    rep.section("Experiment 4: prefix vs LoRA at an equal parameter count", section_wall_s(a),
+    rep.section("Experiment 4: prefix vs LoRA at an equal parameter count", a.timing.so_far(),
                 _table(recs))
 
 
@@ -344,7 +343,7 @@ def extended(rep: Report, prof: dict, a) -> None:
     rep.claim("extended: P=10 prefixes, pretraining set vs evaluation set (mean over tasks)",
               f"{100 * on_pre:.1f} % vs {100 * on_eval:.1f} %", "high on pretrained skills, low on new ones",
               on_pre > on_eval)
-    rep.section("Extended tasks", section_wall_s(a), _table(recs))
+    rep.section("Extended tasks", a.timing.so_far(), _table(recs))
 
 
 def spread(rep: Report, prof: dict, a) -> None:
@@ -367,7 +366,7 @@ def spread(rep: Report, prof: dict, a) -> None:
     text = ", ".join(f"layer {l}: {g:.3f}" for l, g in enumerate(gaps.mean(0)))
     rep.claim("Appendix B: renormalised attention on P=10 prefix slots, 1st–99th percentile gap across inputs",
               text, "0.02–0.17 per layer (GPT-2)", bool(gaps.max() < 0.5))
-    rep.section("Prefix-attention spread across inputs (Appendix B)", section_wall_s(a),
+    rep.section("Prefix-attention spread across inputs (Appendix B)", a.timing.so_far(),
                 f"Per layer, mean over seeds, heads and slots of the 1st–99th percentile gap over 256 sort_asc "
                 f"inputs of the last input position's renormalised attention over the 10 prefix slots: {text}.")
 
@@ -425,11 +424,10 @@ def main(argv=None) -> int:
     a.out = Path(a.out)
     a.cache_dir = Path(a.cache_dir) if a.cache_dir else None
     rep = Report(a.out, a.profile)
-    timing = SectionTiming(a.out / "timing.json")
+    a.timing = timing = SectionTiming(a.out / "timing.json")
     start = time.perf_counter()
     for name in sections:
         print(f"[{name}] {time.perf_counter() - start:6.0f} s", flush=True)
-        a.t_section, a.prior_section_s = time.perf_counter(), timing.seconds.get(name, 0.0)
         with timing.measure(name):
             RUNNERS[name](rep, PROFILES[a.profile], a)
         rep.write(sum(timing.seconds.values()))  # a partial report after every section
