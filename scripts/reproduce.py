@@ -34,18 +34,22 @@ MIX = "sort_asc,sort_desc,add1,add2"
 EXT_PRE = "sort_asc,sort_desc,add1,modulo,less_than,divisible,inverse_binary"
 EXT_EVAL = "add1+add1,more_equal,not_divisible,double_hist,filter_count,sort_asc+add1,less_than+add1"
 
-# Steps per section. `paper` follows the papers (Petrov et al. Table/appendix), `quick` uses the narrower
-# small-exp2/small-exp3 models for a 2-core CPU (sized for 45 min; 98.5 min measured on a day the machine ran at half
-# speed, see docs/reproduction/), `tiny` only exercises the code (tests, notebook).
+# Per section (model, pretraining steps, tuning steps). `paper` follows the papers (Petrov et al. Table/appendix);
+# `quick` uses the narrower small-exp2/small-exp3 models for a 2-core CPU, tunes exp 1 only on sort_desc (the task its
+# claims are about), exp 2 only the prefix that starts as the soft prompt (`exp2_inits`) and the exp 3 soft prompts
+# only on the two sort tasks (`exp3_soft_tasks`, where soft prompt and prefix differ); `tiny` only exercises the code.
+ALL = None  # every task of the section
 PROFILES = {
     "paper": dict(seeds=3, eval=3200, exp1=("paper-exp1", 20000, 10000), exp2=("paper-exp2", 20000, 30000),
                   exp3=("paper-exp3", 40000, 20000), ext=("paper-exp3", 40000, 20000),
-                  theory=["all"]),
-    "quick": dict(seeds=3, eval=1600, exp1=("paper-exp1", 10000, 2000), exp2=("small-exp2", 8000, 1500),
-                  exp3=("small-exp3", 8000, 1500), ext=("small-exp3", 6000, 1000),
+                  exp1_tune_tasks=ALL, exp2_inits=["normal", "sample_vocab"], exp3_soft_tasks=ALL, theory=["all"]),
+    "quick": dict(seeds=3, eval=800, exp1=("paper-exp1", 10000, 1500), exp2=("small-exp2", 8000, 800),
+                  exp3=("small-exp3", 6000, 1000), ext=("small-exp3", 4000, 500),
+                  exp1_tune_tasks="sort_desc", exp2_inits=["sample_vocab"], exp3_soft_tasks="sort_asc,sort_desc",
                   theory=["all"]),
     "tiny": dict(seeds=2, eval=40, exp1=("tiny", 40, 10), exp2=("tiny", 40, 10), exp3=("tiny", 40, 10),
-                 ext=("tiny", 40, 10), theory=["identities"]),
+                 ext=("tiny", 40, 10), exp1_tune_tasks="sort_desc", exp2_inits=["normal", "sample_vocab"],
+                 exp3_soft_tasks="sort_asc,sort_desc", theory=["identities"]),
 }
 SECTIONS = ["exp1", "exp2", "exp3", "exp4", "extended", "spread", "theory"]
 
@@ -165,9 +169,11 @@ def mean(xs):
 def exp1(rep: Report, prof: dict, a) -> None:
     model, pre, tune = prof["exp1"]
     out = a.out / "exp1"
+    tune_tasks = ["--tune-tasks", prof["exp1_tune_tasks"]] if prof["exp1_tune_tasks"] else []
     recs = sweep(out, a.cache_dir, "--model", model, "--pretrain", "sort_asc", "--tasks", "sort_asc,sort_desc",
-                 "--methods", "none,prefix,soft_prompt,lora,full", "--pretrain-steps", str(pre), "--tune-steps",
-                 str(tune), "--seeds", str(prof["seeds"]), "--eval-samples", str(prof["eval"]), "--no-cross-eval")
+                 *tune_tasks, "--methods", "none,prefix,soft_prompt,lora,full", "--pretrain-steps", str(pre),
+                 "--tune-steps", str(tune), "--seeds", str(prof["seeds"]), "--eval-samples", str(prof["eval"]),
+                 "--no-cross-eval")
     base = em(recs, task="sort_asc", method="none")
     rep.claim("exp1: pretrained on sort_asc", pct(base), "91.4 %", mean(base) >= 0.9)
     for method, ref, ok in (("prefix", "0.0 %", lambda m: m <= 0.05), ("soft_prompt", "(prefix ⊃ soft prompt)", lambda m: m <= 0.05),
@@ -210,22 +216,23 @@ def _attention_figure(out: Path, path: Path) -> Path:
     return path
 
 
-# exp2 tunes both prefix inits: the reference's N(0, 1) and the base's own activations (= the soft prompt at init)
-PREFIX_INITS = {"normal": "prefix", "sample_vocab": "prefix-sample_vocab"}  # init -> group tag in the run dir
+# exp2's prefix inits: the reference's N(0, 1) and the base's own activations (= the soft prompt at init)
+PREFIX_TAGS = {"normal": "prefix", "sample_vocab": "prefix-sample_vocab"}  # init -> group tag in the run dir
 
 
 def exp2(rep: Report, prof: dict, a) -> None:
     model, pre, tune = prof["exp2"]
+    inits = prof["exp2_inits"]
     out = a.out / "exp2"
     recs = sweep(out, a.cache_dir, "--model", model, "--pretrain", MIX, "--tasks", MIX,
                  "--methods", "none,prompt,soft_prompt,prefix", "--prefix-lengths", "1", "--tune-lr", "prefix=5e-3",
-                 "--prefix-init", ",".join(PREFIX_INITS), "--pretrain-steps", str(pre), "--tune-steps", str(tune),
+                 "--prefix-init", ",".join(inits), "--pretrain-steps", str(pre), "--tune-steps", str(tune),
                  "--seeds", str(prof["seeds"]), "--eval-samples", str(prof["eval"]))
     tasks = MIX.split(",")
     refs = {"sort_asc": "94.1 %", "sort_desc": "83.7 %", "add1": "99.6 %", "add2": "99.8 %"}
     base_refs = {"sort_asc": "≈ 31 %", "sort_desc": "≈ 19 %", "add1": "≈ 30 %", "add2": "≈ 16 %"}
     matrices = []
-    for init in PREFIX_INITS:
+    for init in inits:
         rows = [f"Prefix init `{init}`:", "", "| prefix tuned on | " + " | ".join(tasks) + " |",
                 "|---" * (len(tasks) + 1) + "|"]
         for t in tasks:
@@ -244,9 +251,9 @@ def exp2(rep: Report, prof: dict, a) -> None:
                     [("prompt", dict(method="prompt")), ("soft prompt", dict(method="soft_prompt")),
                      ("prefix", dict(method="prefix", init="sample_vocab"))], tasks,
                     note=" (in a one-layer model a prefix and a soft prompt are the same parameterisation)")
-    shift, fig = _exp2_figures(out, tasks, rep.figures)
+    shift, fig = _exp2_figures(out, tasks, inits, rep.figures)
     rep.claim("exp2: content attention, prefix columns removed and renormalised, equals no-prefix attention",
-              f"max |Δ| = {shift.max_abs:.1e} over {shift.rows:,} query rows (2 inits × 4 prefixes × {prof['seeds']} seeds "
+              f"max |Δ| = {shift.max_abs:.1e} over {shift.rows:,} query rows ({len(inits)} init(s) × 4 prefixes × {prof['seeds']} seeds "
               f"× 64 inputs × heads × positions; {shift.skipped:,} rows skipped: the prefix took all their attention)",
               "identical", shift.max_abs <= 1e-5)
     rep.section("Experiment 2: one prefix per task on a mixture-pretrained model", a.timing.so_far(),
@@ -256,7 +263,7 @@ def exp2(rep: Report, prof: dict, a) -> None:
                 "prefix (init sample_vocab): each prefix moves the points towards its own cluster (seed 0).")
 
 
-def _exp2_figures(out: Path, tasks, figures: Path):
+def _exp2_figures(out: Path, tasks, inits, figures: Path):
     import jax
     import matplotlib
 
@@ -270,12 +277,12 @@ def _exp2_figures(out: Path, tasks, figures: Path):
     tokens = T.parse_mixture(MIX).batch(jax.random.key(3), 64, test=True).tokens_BT
     shifts = []
     for s in run.seeds:
-        ctxs = [run.model(t, tag, s, context_len=1)[1] for t in tasks for tag in PREFIX_INITS.values()]
+        ctxs = [run.model(t, PREFIX_TAGS[i], s, context_len=1)[1] for t in tasks for i in inits]
         shifts.append(content_attention_shift(run.base_model(s), tokens, ctxs))
     shift = AttentionShift(max(x.max_abs for x in shifts), sum(x.rows for x in shifts), sum(x.skipped for x in shifts))
     points = {"no prefix": attention_block_outputs(run.base_model(0), tokens[:20], None, 9)}
     for t in tasks:
-        model, ctx = run.model(t, PREFIX_INITS["sample_vocab"], 0, context_len=1)
+        model, ctx = run.model(t, PREFIX_TAGS["sample_vocab"], 0, context_len=1)
         points[t] = attention_block_outputs(model, tokens[:20], ctx, 9)
     allp = np.concatenate(list(points.values()))
     mu = allp.mean(0)
@@ -297,10 +304,14 @@ def exp3(rep: Report, prof: dict, a) -> None:
     model, pre, tune = prof["exp3"]
     out = a.out / "exp3"
     tasks = MIX + ",sort_asc+add1,double_hist"
-    recs = sweep(out, a.cache_dir, "--model", model, "--pretrain", MIX, "--tasks", tasks, "--methods",
-                 "none,soft_prompt,prefix", "--prefix-lengths", "10", "--tune-lr", "prefix=5e-3", "--pretrain-steps", str(pre),
-                 "--tune-steps", str(tune), "--seeds", str(prof["seeds"]), "--eval-samples", str(prof["eval"]),
-                 "--no-cross-eval")
+    common = ["--model", model, "--pretrain", MIX, "--tasks", tasks, "--prefix-lengths", "10", "--tune-lr",
+              "prefix=5e-3", "--pretrain-steps", str(pre), "--tune-steps", str(tune), "--seeds", str(prof["seeds"]),
+              "--eval-samples", str(prof["eval"]), "--no-cross-eval"]
+    recs = sweep(out, a.cache_dir, *common, "--methods", "none,prefix")
+    # the soft prompts in a run directory of their own (same cached base), on the tasks the profile names
+    soft_tasks = (prof["exp3_soft_tasks"] or tasks).split(",")
+    recs += sweep(a.out / "exp3-soft", a.cache_dir, *common, "--methods", "soft_prompt", "--tune-tasks",
+                  ",".join(soft_tasks))
     pre_tasks = [mean(em(recs, task=t, method="prefix")) for t in MIX.split(",")]
     rep.claim("exp3: P=10 prefixes on the 4 pretraining tasks (worst task)",
               f"{100 * min(pre_tasks):.1f} % (mean per task {', '.join(f'{100 * x:.1f}' for x in pre_tasks)})",
@@ -308,9 +319,8 @@ def exp3(rep: Report, prof: dict, a) -> None:
     comp, new = em(recs, task="sort_asc+add1", method="prefix"), em(recs, task="double_hist", method="prefix")
     rep.claim("exp3: composite sort_asc+add1 (pretrained skills combined) vs new double_hist",
               f"{pct(comp)} vs {pct(new)}", "71.6 % vs 0.6 %", mean(comp) > mean(new) + 0.1 and mean(new) <= 0.05)
-    hierarchy_claim(rep, "hierarchy, 4 layers, P = 10: soft prompt ⊂ prefix (the 4 pretraining tasks, the composite "
-                    "and double_hist)", recs, [("soft prompt", dict(method="soft_prompt")), ("prefix", dict(method="prefix"))],
-                    tasks.split(","))
+    hierarchy_claim(rep, f"hierarchy, 4 layers, P = 10: soft prompt ⊂ prefix (on {', '.join(soft_tasks)})", recs,
+                    [("soft prompt", dict(method="soft_prompt")), ("prefix", dict(method="prefix"))], soft_tasks)
     rep.section("Experiment 3: pretrained skills, their composition, and a new task", a.timing.so_far(),
                 _table(recs))
 
@@ -371,18 +381,33 @@ def spread(rep: Report, prof: dict, a) -> None:
                 f"inputs of the last input position's renormalised attention over the 10 prefix slots: {text}.")
 
 
-def theory(rep: Report, prof: dict, a) -> None:
-    rows, walls = [], []
+def start_theory(prof: dict, a) -> dict:
+    """Starts the theory checks that have no result yet, in the background at a lower priority: they are small
+    single-process problems, so they mostly use the CPU time the sweeps' compiled programs leave idle.
+    Returns {part: Popen}."""
+    procs = {}
     for part in prof["theory"]:
         path = a.out / f"theory-{part}.json"
-        if not path.exists():
-            cmd = [sys.executable, str(ROOT / "scripts" / "theory.py"), part, "--out", str(path)]
-            if part == "identities":
-                cmd += ["--model-dir", "tiny"]
-            print("  $", " ".join(cmd[1:]), flush=True)
-            r = subprocess.run(cmd, text=True, capture_output=True)
-            if r.returncode not in (0, 1):
-                raise SystemExit(f"reproduce.py: error: theory {part} failed:\n{r.stderr.strip()[-2000:]}")
+        if path.exists():
+            continue
+        cmd = [sys.executable, str(ROOT / "scripts" / "theory.py"), part, "--out", str(path)]
+        if part == "identities":
+            cmd += ["--model-dir", "tiny"]
+        print("  $", " ".join(cmd[1:]), "(in the background)", flush=True)
+        log = (a.out / f"theory-{part}.log").open("w")
+        procs[part] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                       preexec_fn=(lambda: os.nice(10)) if hasattr(os, "nice") else None)
+    return procs
+
+
+def theory(rep: Report, prof: dict, a) -> None:
+    rows, walls = [], []
+    procs = getattr(a, "theory_procs", None) or start_theory(prof, a)
+    for part in prof["theory"]:
+        path = a.out / f"theory-{part}.json"
+        if part in procs and procs[part].wait() not in (0, 1):  # 1: ran, and some check failed
+            log = (a.out / f"theory-{part}.log").read_text()
+            raise SystemExit(f"reproduce.py: error: theory {part} failed:\n{log.strip()[-2000:]}")
         data = json.loads(path.read_text())
         rows += data["rows"]
         walls.append(data["wall_s"])
@@ -396,7 +421,8 @@ def theory(rep: Report, prof: dict, a) -> None:
     table = ["| claim | sizes | measured | threshold | holds |", "|---|---|---|---|---|"]
     table += [f"| {r['claim']} | {r['sizes']} | {r['measured'] if not isinstance(r['measured'], float) else format(r['measured'], '.3g')} "
               f"| {r['threshold']} | {'yes' if r['holds'] else 'NO'} |" for r in rows]
-    rep.section("Theory verification", sum(walls), "\n".join(table))
+    rep.section("Theory verification", sum(walls), "Run in the background beside the sections before it (at a lower "
+                "priority), so its wall time overlaps theirs.\n\n" + "\n".join(table))
 
 
 def _table(recs) -> str:
@@ -426,6 +452,7 @@ def main(argv=None) -> int:
     rep = Report(a.out, a.profile)
     a.timing = timing = SectionTiming(a.out / "timing.json")
     start = time.perf_counter()
+    a.theory_procs = start_theory(PROFILES[a.profile], a) if "theory" in sections else {}
     for name in sections:
         print(f"[{name}] {time.perf_counter() - start:6.0f} s", flush=True)
         with timing.measure(name):

@@ -67,6 +67,9 @@ valid tasks: {T._valid_names()}; compose with '+', e.g. sort_asc+add1""",
     p.add_argument("--pretrain", default="sort_asc",
                    help="pretraining task, or a comma list for a uniform mixture with no task indicator (default: %(default)s)")
     p.add_argument("--tasks", default="sort_asc,sort_desc", help="comma list of tasks to tune and evaluate on (default: %(default)s)")
+    p.add_argument("--tune-tasks", default=None,
+                   help="tune only on these tasks, a subset of --tasks; the base and the cross evaluation still cover "
+                        "every --tasks task (default: all of --tasks)")
     p.add_argument("--model", default="paper-exp1", choices=list(PRESETS), help="model preset (default: %(default)s)")
     p.add_argument("--variant", choices=list(T.VARIANTS), default=None,
                    help="task variant (default: classic unless a task exists only in extended)")
@@ -190,6 +193,15 @@ def parse_args(argv=None):
     except T.TaskError as e:
         parser.error(str(e))
     a.variant = variant.name
+    a.tune_task_specs = [m.spec for m in a.task_mixes]  # a list: it goes into config.json
+    if a.tune_tasks is not None:
+        try:
+            a.tune_task_specs = [T.parse_mixture(t, variant).spec for t in T.split_specs(a.tune_tasks)]
+        except T.TaskError as e:
+            parser.error(f"--tune-tasks: {e}")
+        bad = [t for t in a.tune_task_specs if t not in {m.spec for m in a.task_mixes}]
+        if bad:
+            parser.error(f"--tune-tasks must be tasks of --tasks; {', '.join(bad)} not in {a.tasks}")
     a.methods = [m.strip() for m in a.methods.split(",")]
     bad = [m for m in a.methods if m not in METHODS]
     if bad or not a.methods:
@@ -314,6 +326,8 @@ def main(argv=None) -> int:
     for task in a.task_mixes:
         cross = [] if a.no_cross_eval else [t for t in a.task_mixes if t.spec != task.spec]
         for method, rank in a.method_groups:
+            if method.name != "none" and task.spec not in a.tune_task_specs:
+                continue
             group = f"{task.spec}/{group_tag(method, rank)}"
             if group in done_groups:
                 log(f"  {group:<36} done earlier, kept")

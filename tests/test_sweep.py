@@ -42,6 +42,8 @@ def tree_bytes(path):
     (["--model", "huge"], "invalid choice"),
     (["--resume", "--force"], "exclude each other"),
     (["--resume"], "cannot resume"),
+    (["--tasks", "add1,add2", "--tune-tasks", "sort_asc"], "--tune-tasks must be tasks of --tasks"),
+    (["--tune-tasks", "add1,,add2"], "malformed task list"),
 ])
 def test_bad_flags_one_line_exit_2(args, needle, tmp_path):
     r = sweep(*args, "--out", str(tmp_path / "x"), "--cache-dir", str(tmp_path / "cache"))
@@ -86,13 +88,18 @@ def test_tiny_end_to_end_then_base_reused(tmp_path):
     assert (out / "ckpt" / "add1" / "prefix-sample_vocab" / "meta.json").exists()
     assert "exact match" in r.stdout and "pretrained and stored" in r.stdout
 
-    # same pretraining configuration, another task: the base comes from the cache
-    r2 = sweep(*TINY, "--tasks", "sort_asc", "--methods", "none", "--out", str(tmp_path / "run2"),
-               "--cache-dir", str(cache))
+    # same pretraining configuration, other tasks: the base comes from the cache; --tune-tasks tunes on add1 only,
+    # while the base is scored on both tasks and the add1 prefixes also on sort_asc
+    r2 = sweep(*TINY, "--tasks", "sort_asc,add1", "--tune-tasks", "add1", "--methods", "none,prefix",
+               "--out", str(tmp_path / "run2"), "--cache-dir", str(cache))
     assert r2.returncode == 0, r2.stderr
     assert "restored, not retrained" in r2.stdout and "pretrained and stored" not in r2.stdout
+    got2 = rows(tmp_path / "run2")
+    assert sorted((r["task"], r["method"]) for r in got2) == sorted(
+        [("sort_asc", "none")] * 2 + [("add1", "none")] * 2 + [("add1", "prefix")] * 2)
+    assert all(set(r["cross_exact_match"]) == {"sort_asc"} for r in got2 if r["method"] == "prefix")
     none_before = {r["seed"]: r["final_loss"] for r in got if r["method"] == "none"}
-    assert {r["seed"]: r["final_loss"] for r in rows(tmp_path / "run2")} == none_before
+    assert {r["seed"]: r["final_loss"] for r in got2 if r["method"] == "none"} == none_before
 
 
 def test_corrupt_base_checkpoint_is_named(tmp_path):
