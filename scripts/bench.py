@@ -97,19 +97,25 @@ def bench_prefix_runs(ks, steps, chunk, P=1):
         model, ctx = method.build(graphdef, tr, frozen, rd, cfg)
         return lm_loss(model, task.batch(key, 64), ctx, None)
 
-    rows, single = [], None
-    modes = {"default": None, "vmap-all": 0}  # default: 1 run at a time on CPU, all side by side elsewhere
-    for K in ks:
+    def run(K, run_batch=None):
         keys = run_keys(list(range(K)))
         tr_R = jax.vmap(lambda k: method.init(k, cfg, base, P))(keys)
+        return timed_training(loss_fn, tr_R, base, _run_data([RunSpec(P, 5e-4)] * K, P), keys, steps, chunk, run_batch)
+
+    rows = []
+    modes = {"default": None, "vmap-all": 0}  # default: 1 run at a time on CPU, all side by side elsewhere
+    single = run(1)
+    for K in ks:
         for mode, run_batch in modes.items():
             if K == 1 and mode != "default":
                 continue
-            wall = timed_training(loss_fn, tr_R, base, _run_data([RunSpec(P, 5e-4)] * K, P), keys, steps, chunk,
-                                  run_batch)
-            single = wall if K == 1 else single
+            wall = single if K == 1 else run(K, run_batch)
+            # the machine's speed drifts (DESIGN.md): a single run timed right before and right after the program
+            # gives the K-sequential estimate, so a linear drift cancels out of the ratio
+            after = run(1) if K > 1 else single
             row = {"K": K, "mode": mode, "steps": steps, "wall_s": wall, "run_steps_per_s": K * steps / wall,
-                   "program_over_sequential": wall / (K * single)}
+                   "single_run_s": (single + after) / 2, "program_over_sequential": wall / (K * (single + after) / 2)}
+            single = after
             rows.append(row)
             print(f"  prefix runs K={K:3d} {mode:<8}: {row['run_steps_per_s']:8.0f} run-steps/s, one program's time "
                   f"/ K single runs = {row['program_over_sequential']:.2f}", flush=True)
