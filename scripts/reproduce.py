@@ -169,11 +169,11 @@ def mean(xs):
 def exp1(rep: Report, prof: dict, a) -> None:
     model, pre, tune = prof["exp1"]
     out = a.out / "exp1"
-    tune_tasks = ["--tune-tasks", prof["exp1_tune_tasks"]] if prof["exp1_tune_tasks"] else []
-    recs = sweep(out, a.cache_dir, "--model", model, "--pretrain", "sort_asc", "--tasks", "sort_asc,sort_desc",
-                 *tune_tasks, "--methods", "none,prefix,soft_prompt,lora,full", "--pretrain-steps", str(pre),
-                 "--tune-steps", str(tune), "--seeds", str(prof["seeds"]), "--eval-samples", str(prof["eval"]),
-                 "--no-cross-eval")
+    tasks = "sort_asc,sort_desc"
+    recs = sweep(out, a.cache_dir, "--model", model, "--pretrain", "sort_asc", "--tasks", tasks,
+                 "--tune-tasks", prof["exp1_tune_tasks"] or tasks, "--methods", "none,prefix,soft_prompt,lora,full",
+                 "--pretrain-steps", str(pre), "--tune-steps", str(tune), "--seeds", str(prof["seeds"]),
+                 "--eval-samples", str(prof["eval"]), "--no-cross-eval")
     base = em(recs, task="sort_asc", method="none")
     rep.claim("exp1: pretrained on sort_asc", pct(base), "91.4 %", mean(base) >= 0.9)
     for method, ref, ok in (("prefix", "0.0 %", lambda m: m <= 0.05), ("soft_prompt", "(prefix ⊃ soft prompt)", lambda m: m <= 0.05),

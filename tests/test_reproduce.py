@@ -13,6 +13,7 @@ def test_unknown_section_is_refused(tmp_path):
     assert r.returncode == 2 and "unknown section" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
 
+
 def test_claims_table_keeps_four_cells_when_a_number_has_bars(tmp_path):
     r = load_script(REPRODUCE)
     rep = r.Report(tmp_path, "tiny")

@@ -179,6 +179,7 @@ def test_eight_devices_match_one(tmp_path):
         assert x["exact_match"] == y["exact_match"] and x["token_accuracy"] == pytest.approx(y["token_accuracy"], abs=0.01)
         assert x["final_loss"] == pytest.approx(y["final_loss"], rel=1e-4)
 
+
 @pytest.mark.parametrize("tune_lr, expected", [(None, [5e-3]), ("prefix=1e-2,lora=2e-3", [2e-3])])
 def test_match_params_lora_gets_a_learning_rate(tune_lr, expected, tmp_path):
     """--match-params adds LoRA groups when only `prefix` is in --methods; they once trained at LR 0."""
