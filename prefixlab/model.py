@@ -178,8 +178,9 @@ class Block(nnx.Module):
         m_BQD = _dropout(self.mlp(self._ln(self.ln2, x_BQD)), cfg.dropout, drop_keys[1])
         return x_BQD + m_BQD if cfg.residual_mlp else m_BQD
 
-    def __call__(self, x_BSD, allowed_SS, kv_override=None, drop_key=None):
-        """One block over the whole stream. kv_override = (k_PHK, v_PHK) for the first P slots."""
+    def __call__(self, x_BSD, allowed_SS, kv_override=None, drop_key=None, q_from: int = 0):
+        """One block over the stream. kv_override = (k_PHK, v_PHK) for the first P slots. Keys and values come
+        from every position; queries (and so the output) only from positions q_from.. (static)."""
         keys = _split_key(drop_key, 3)
         q, k, v = self.attn.qkv(self._ln(self.ln1, x_BSD))
         if kv_override is not None:
@@ -187,8 +188,8 @@ class Block(nnx.Module):
             P, B = k_PHK.shape[0], x_BSD.shape[0]
             k = k.at[:, :P].set(jnp.broadcast_to(k_PHK, (B, *k_PHK.shape)).astype(k.dtype))
             v = v.at[:, :P].set(jnp.broadcast_to(v_PHK, (B, *v_PHK.shape)).astype(v.dtype))
-        a, probs = self.attn.attend(q, k, v, allowed_SS, keys[2])
-        return self._finish(x_BSD, a, keys[:2]), (k, v, probs)
+        a, probs = self.attn.attend(q[:, q_from:], k, v, allowed_SS[q_from:], keys[2])
+        return self._finish(x_BSD[:, q_from:], a, keys[:2]), (k, v, probs)
 
     def decode(self, x_B1D, cache_kv, idx, allowed_1S):
         """One new position at stream index `idx`; writes its key/value into the cache."""
@@ -234,9 +235,11 @@ class Transformer(nnx.Module):
         return self.head(x if self.ln_f is None else self.ln_f(x))
 
     # -- full forward ---------------------------------------------------------------------------------------
-    def stream(self, tokens_BT, ctx: Context | None = None, dropout_key=None, collect=False):
-        """Runs the blocks over [context slots, content]. Returns the final stream (B, P+T, D), per-layer
-        (k, v, attention probabilities) if `collect`, else an empty list, and P."""
+    def stream(self, tokens_BT, ctx: Context | None = None, dropout_key=None, collect=False, keep_from: int = 0):
+        """Runs the blocks over [context slots, content]. Returns the final stream (B, P+T-keep_from, D) at stream
+        positions keep_from.. (static: the last block computes queries, attention output and MLP only there,
+        since no other position can reach them), per-layer (k, v, attention probabilities) if `collect`, else an
+        empty list, and P."""
         cfg = self.cfg
         B, T = tokens_BT.shape
         if T > cfg.block_size:
@@ -262,7 +265,7 @@ class Transformer(nnx.Module):
                 x = x.at[:, :P].set(jnp.broadcast_to(ctx.layer_inputs_LPD[l].astype(x.dtype), (B, P, cfg.d_model)))
             if P and ctx.keys_LPHK is not None:
                 kv = (ctx.keys_LPHK[l], ctx.values_LPHK[l])
-            x, aux = block(x, allowed_SS, kv, keys[l])
+            x, aux = block(x, allowed_SS, kv, keys[l], keep_from if l == cfg.n_layer - 1 else 0)
             if collect:
                 per_layer.append(aux)
         return jax.lax.optimization_barrier(x), per_layer, P
@@ -280,10 +283,12 @@ class Transformer(nnx.Module):
             x, _ = block(x, allowed_PP)
         return jnp.stack(inputs)
 
-    def __call__(self, tokens_BT, ctx: Context | None = None, dropout_key=None):
-        """Logits (B, T, V) at the content positions."""
-        x, _, P = self.stream(tokens_BT, ctx, dropout_key)
-        return self._logits(x[:, P:])
+    def __call__(self, tokens_BT, ctx: Context | None = None, dropout_key=None, logits_from: int = 0):
+        """Logits (B, T - logits_from, V) at content positions logits_from.. (static). Training asks only for
+        the target positions, which saves the last block's work on the input half (see lm_loss)."""
+        P = 0 if ctx is None else ctx.length
+        x, _, _ = self.stream(tokens_BT, ctx, dropout_key, keep_from=P + logits_from)
+        return self._logits(x)
 
     # -- cached decoding ----------------------------------------------------------------------------------
     def prefill(self, tokens_BT, ctx: Context | None = None, cache_len: int | None = None):

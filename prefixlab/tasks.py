@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from prefixlab.rng import uniform_ints
 
 SEQ_LEN = 10  # N: input length = target length
+FIRST_TARGET = SEQ_LEN - 1  # model-input position of the first scored prediction (the last input digit)
 REPEAT_PROB = 0.5  # reference: with prob 0.5 a draw is resampled until it has <= MAX_DISTINCT distinct digits
 MAX_DISTINCT = 5
 TEST_FRACTION_MOD = 4  # test iff hash % 4 == 0  (25 % of inputs)
@@ -197,7 +198,7 @@ class Mixture:
         seq_BS, valid_B = jax.vmap(lambda k: self.example(k, test))(jax.random.split(key, batch_size))
         seq_BS = seq_BS.astype(jnp.int32)
         T = 2 * SEQ_LEN - 1
-        target_pos_T = jnp.arange(T) >= SEQ_LEN - 1
+        target_pos_T = jnp.arange(T) >= FIRST_TARGET
         mask_BT = (target_pos_T[None, :] & valid_B[:, None]).astype(jnp.float32)
         return Batch(seq_BS[:, :-1], seq_BS[:, 1:], mask_BT)
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from prefixlab.config import ModelConfig
 from prefixlab.model import Context, Transformer
-from prefixlab.tasks import Batch, Mixture
+from prefixlab.tasks import FIRST_TARGET, Batch, Mixture
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,10 +53,13 @@ def make_optimizer(oc: OptimConfig) -> optax.GradientTransformation:
 
 
 def lm_loss(model: Transformer, batch: Batch, ctx: Context | None = None, dropout_key=None):
-    """Mean cross-entropy over the masked (target) positions."""
-    logits_BTV = model(batch.tokens_BT, ctx, dropout_key).astype(jnp.float32)
-    ce_BT = optax.softmax_cross_entropy_with_integer_labels(logits_BTV, batch.targets_BT)
-    return (ce_BT * batch.mask_BT).sum() / jnp.maximum(batch.mask_BT.sum(), 1.0)
+    """Mean cross-entropy over the masked (target) positions. The mask is zero before FIRST_TARGET (the inputs),
+    so only the target positions' logits are computed: same loss and gradients, and the last block does its
+    query/attention-output/MLP work on 10 of 19 positions (scripts/bench.py)."""
+    logits_BTV = model(batch.tokens_BT, ctx, dropout_key, logits_from=FIRST_TARGET).astype(jnp.float32)
+    targets_BT, mask_BT = batch.targets_BT[:, FIRST_TARGET:], batch.mask_BT[:, FIRST_TARGET:]
+    ce_BT = optax.softmax_cross_entropy_with_integer_labels(logits_BTV, targets_BT)
+    return (ce_BT * mask_BT).sum() / jnp.maximum(mask_BT.sum(), 1.0)
 
 
 def run_keys(seeds) -> jax.Array:
@@ -244,13 +247,17 @@ def final_loss(losses_RS, window: int = 100):
     return losses_RS[..., -w:].mean(axis=-1)
 
 
-def model_flops_per_step(cfg: ModelConfig, batch_size: int, seq_len: int, context_len: int = 0) -> float:
-    """Analytic training FLOPs per step: 6 x (matmul parameters) x tokens + attention score/value matmuls."""
+def model_flops_per_step(cfg: ModelConfig, batch_size: int, seq_len: int, context_len: int = 0,
+                         scored: int | None = None) -> float:
+    """Analytic training FLOPs per step actually executed: 6 x (matmul parameters) x positions + attention
+    score/value matmuls. `scored` = positions whose logits are computed (lm_loss: the targets); the last block
+    computes q, k, v at every position but attention, output projection, MLP and head only at those."""
     S = seq_len + context_len
+    Q = S if scored is None else scored
     D, H, K = cfg.d_model, cfg.n_head, cfg.hd
     widths = (D, *cfg.hidden, D)
     mlp = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
-    per_layer = 3 * D * H * K + H * K * D + mlp
-    matmul_params = cfg.n_layer * per_layer + D * cfg.vocab_size
-    attn = cfg.n_layer * 2 * 2 * S * S * H * K  # q k^T and p v, forward, per sequence
-    return 3 * (2 * matmul_params * S + attn) * batch_size
+    qkv, rest = 3 * D * H * K, H * K * D + mlp
+    matmuls = cfg.n_layer * qkv * S + (cfg.n_layer - 1) * rest * S + (rest + D * cfg.vocab_size) * Q
+    attn = 2 * 2 * S * H * K * ((cfg.n_layer - 1) * S + Q)  # q k^T and p v, forward, per sequence
+    return 3 * (2 * matmuls + attn) * batch_size
