@@ -124,10 +124,10 @@ def is_test_input(x_N) -> jax.Array:
 
 
 def _n_distinct(x_CN):
-    """Distinct values per row, by pairwise comparison (XLA's CPU sort is slow on many short rows)."""
-    N = x_CN.shape[-1]
-    seen_before_CN = ((x_CN[:, :, None] == x_CN[:, None, :]) & jnp.tri(N, N, -1, dtype=bool)[None]).any(-1)
-    return N - seen_before_CN.sum(-1)
+    """Distinct values per row: the population count of the row's set of digits as a bitmask (digits < 32).
+    XLA's CPU sort is slow on many short rows, and pairwise comparison was a tenth of a paper-exp1 step."""
+    bits_CN = jnp.left_shift(jnp.uint32(1), x_CN.astype(jnp.uint32))
+    return jax.lax.population_count(jax.lax.reduce_or(bits_CN, axes=(x_CN.ndim - 1,))).astype(jnp.int32)
 
 
 @dataclasses.dataclass(frozen=True)

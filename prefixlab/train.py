@@ -251,13 +251,14 @@ def model_flops_per_step(cfg: ModelConfig, batch_size: int, seq_len: int, contex
                          scored: int | None = None) -> float:
     """Analytic training FLOPs per step actually executed: 6 x (matmul parameters) x positions + attention
     score/value matmuls. `scored` = positions whose logits are computed (lm_loss: the targets); the last block
-    computes q, k, v at every position but attention, output projection, MLP and head only at those."""
+    computes keys and values at every position but queries, attention, output projection, MLP and head only at
+    those."""
     S = seq_len + context_len
     Q = S if scored is None else scored
     D, H, K = cfg.d_model, cfg.n_head, cfg.hd
     widths = (D, *cfg.hidden, D)
     mlp = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
-    qkv, rest = 3 * D * H * K, H * K * D + mlp
-    matmuls = cfg.n_layer * qkv * S + (cfg.n_layer - 1) * rest * S + (rest + D * cfg.vocab_size) * Q
+    q, kv, rest = D * H * K, 2 * D * H * K, H * K * D + mlp
+    matmuls = (cfg.n_layer - 1) * (q + kv + rest) * S + kv * S + (q + rest + D * cfg.vocab_size) * Q
     attn = 2 * 2 * S * H * K * ((cfg.n_layer - 1) * S + Q)  # q k^T and p v, forward, per sequence
     return 3 * (2 * matmuls + attn) * batch_size

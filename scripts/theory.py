@@ -13,8 +13,11 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
-import jax
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 

@@ -117,6 +117,11 @@ def test_repeat_heavy_resampling():
     assert 0.6 < few < 0.72
 
 
+def test_n_distinct_counts_like_a_set():
+    x = np.asarray(jax.random.randint(jax.random.key(5), (500, 10), 0, 14))
+    np.testing.assert_array_equal(T._n_distinct(jnp.asarray(x)), [len(set(r)) for r in x])
+
+
 def test_mixture_uses_every_task():
     mix = T.parse_mixture("sort_asc,sort_desc,add1,add2")
     b = mix.batch(jax.random.key(0), 400)
