@@ -28,7 +28,7 @@ DEFAULT_CACHE = "runs/base-cache"
 # Part of the cache key: bump when a code change alters what a pretraining configuration produces, so that an old
 # cache never serves a base the current code would not train. 2: dropout masks from rng.hash_bits (was threefry).
 # 3: the last block runs only at the scored positions (its dropout masks have other shapes).
-# 4: task digits from rng.hash_bits (was threefry); the last block's queries apart from its keys and values.
+# 4: task digits from rng.hash_bits (was threefry).
 NUMERICS = 4
 
 

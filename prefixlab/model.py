@@ -118,20 +118,16 @@ class Attention(nnx.Module):
         out_std = INIT_STD / math.sqrt(2 * cfg.n_layer)
         self.o = Linear(H * K, D, rngs=rngs, dtype=dt, std=out_std, lora=lora_spec(lora, "o"))
 
-    def qkv(self, h_BSD, q_from: int = 0):
-        """Keys and values at every position, queries at positions q_from.. (static)."""
-        heads = lambda y: y.reshape(*y.shape[:2], self.cfg.n_head, self.cfg.hd)
-        if any(m.lora_scale is not None for m in (self.q, self.k, self.v)):
-            return heads(self.q(h_BSD[:, q_from:])), heads(self.k(h_BSD)), heads(self.v(h_BSD))
-        # fused matmuls: XLA on CPU does not merge them itself (scripts/bench.py). Queries are apart when only
-        # some positions need them (the last block in training), which saves their share of the FLOPs.
-        parts = (self.q, self.k, self.v) if q_from == 0 else (self.k, self.v)
-        w = jnp.concatenate([m.kernel[...] for m in parts], axis=1)
-        b = jnp.concatenate([m.bias[...] for m in parts])
-        out = jnp.split(h_BSD @ w + _lead(b, 3), len(parts), axis=-1)
-        if q_from:
-            out = [self.q(h_BSD[:, q_from:]), *out]
-        return tuple(heads(y) for y in out)
+    def qkv(self, h_BSD):
+        B, S, _ = h_BSD.shape
+        shape = (B, S, self.cfg.n_head, self.cfg.hd)
+        if all(m.lora_scale is None for m in (self.q, self.k, self.v)):
+            # one (D, 3HK) matmul instead of three: XLA on CPU does not merge them itself (scripts/bench.py)
+            w = jnp.concatenate([self.q.kernel[...], self.k.kernel[...], self.v.kernel[...]], axis=1)
+            b = jnp.concatenate([self.q.bias[...], self.k.bias[...], self.v.bias[...]])
+            q, k, v = jnp.split(h_BSD @ w + _lead(b, 3), 3, axis=-1)
+            return q.reshape(shape), k.reshape(shape), v.reshape(shape)
+        return self.q(h_BSD).reshape(shape), self.k(h_BSD).reshape(shape), self.v(h_BSD).reshape(shape)
 
     def attend(self, q_BQHK, k_BSHK, v_BSHK, allowed_QS, drop_key):
         """softmax(q k^T * scale) v over the allowed keys; also returns the probabilities (B, H, Q, S)."""
@@ -186,13 +182,13 @@ class Block(nnx.Module):
         """One block over the stream. kv_override = (k_PHK, v_PHK) for the first P slots. Keys and values come
         from every position; queries (and so the output) only from positions q_from.. (static)."""
         keys = _split_key(drop_key, 3)
-        q, k, v = self.attn.qkv(self._ln(self.ln1, x_BSD), q_from)
+        q, k, v = self.attn.qkv(self._ln(self.ln1, x_BSD))
         if kv_override is not None:
             k_PHK, v_PHK = kv_override
             P, B = k_PHK.shape[0], x_BSD.shape[0]
             k = k.at[:, :P].set(jnp.broadcast_to(k_PHK, (B, *k_PHK.shape)).astype(k.dtype))
             v = v.at[:, :P].set(jnp.broadcast_to(v_PHK, (B, *v_PHK.shape)).astype(v.dtype))
-        a, probs = self.attn.attend(q, k, v, allowed_SS[q_from:], keys[2])
+        a, probs = self.attn.attend(q[:, q_from:], k, v, allowed_SS[q_from:], keys[2])
         return self._finish(x_BSD[:, q_from:], a, keys[:2]), (k, v, probs)
 
     def decode(self, x_B1D, cache_kv, idx, allowed_1S):

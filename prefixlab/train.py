@@ -62,6 +62,14 @@ def lm_loss(model: Transformer, batch: Batch, ctx: Context | None = None, dropou
     return (ce_BT * mask_BT).sum() / jnp.maximum(mask_BT.sum(), 1.0)
 
 
+# Prefix runs sharing one frozen base, side by side on a CPU (2-core machine, time of one program over the same runs
+# one at a time): two at a time 0.79-0.94 on the one-layer presets, 0.93-1.06 on the four-layer ones; four at a
+# time 0.76-0.91 on one layer but 1.31-1.39 on small-exp3; eight at once 1.11-1.22. Runs with their own weights
+# (pretraining seeds) gain nothing (two seeds of paper-exp1: 0.97-1.0). Side by side, a run of a multi-layer model
+# can differ from its one-at-a-time numbers by float rounding (small-exp3: 5e-7 after 50 steps; paper-exp1: none).
+CPU_RUN_BATCH = 2
+
+
 def run_keys(seeds) -> jax.Array:
     """One PRNG key per run, from integer seeds."""
     return jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
@@ -97,8 +105,9 @@ def run_training(
     Step s of a run uses key fold_in(its key, s), so results do not depend on the chunk size.
     Returns (trainable, losses (..., steps) as a host array, wall seconds); `chunk_times`, if given, receives
     each chunk's seconds (the first includes compilation).
-    run_batch: runs computed side by side within the program; 0 = all (vmap), the default on GPU/TPU;
-    the default on CPU is 1 (runs in sequence, still one compiled program).
+    run_batch: runs of one base computed side by side within the program; 0 = all (vmap), the default on
+    GPU/TPU. On CPU the default is `CPU_RUN_BATCH` for runs that share a frozen base, else 1; bases (per_base) go
+    one after another on CPU.
     resume: a `checkpoint.ChunkCheckpoint`; training starts from its last save, if any, and saves between chunks
     (at most every `resume.every_s` seconds); the caller clears it once the result is stored."""
     if steps <= 0:
@@ -116,14 +125,12 @@ def run_training(
         return trainable, opt_state, losses_C
 
     if run_batch is None:
-        run_batch = 1 if jax.default_backend() == "cpu" else 0
+        run_batch = 0 if jax.default_backend() != "cpu" else CPU_RUN_BATCH if frozen is not None else 1
 
     def over_runs(trainable, opt_state, frozen, run_data, lr, key, steps_C):
         if run_batch == 0:  # all runs side by side: what fills an accelerator
             return jax.vmap(one_run_chunk, in_axes=(0, 0, None, 0, 0, 0, None))(
                 trainable, opt_state, frozen, run_data, lr, key, steps_C)
-        # `run_batch` runs at a time inside the same program (lax.map): on a CPU a wider batch of runs is
-        # slower per run than one after another (measured by scripts/bench.py)
         body = lambda xs: one_run_chunk(xs[0], xs[1], frozen, xs[2], xs[3], xs[4], steps_C)
         return jax.lax.map(body, (trainable, opt_state, run_data, lr, key), batch_size=run_batch)
 
@@ -251,14 +258,13 @@ def model_flops_per_step(cfg: ModelConfig, batch_size: int, seq_len: int, contex
                          scored: int | None = None) -> float:
     """Analytic training FLOPs per step actually executed: 6 x (matmul parameters) x positions + attention
     score/value matmuls. `scored` = positions whose logits are computed (lm_loss: the targets); the last block
-    computes keys and values at every position but queries, attention, output projection, MLP and head only at
-    those."""
+    computes q, k, v at every position but attention, output projection, MLP and head only at those."""
     S = seq_len + context_len
     Q = S if scored is None else scored
     D, H, K = cfg.d_model, cfg.n_head, cfg.hd
     widths = (D, *cfg.hidden, D)
     mlp = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
-    q, kv, rest = D * H * K, 2 * D * H * K, H * K * D + mlp
-    matmuls = (cfg.n_layer - 1) * (q + kv + rest) * S + kv * S + (q + rest + D * cfg.vocab_size) * Q
+    qkv, rest = 3 * D * H * K, H * K * D + mlp
+    matmuls = cfg.n_layer * qkv * S + (cfg.n_layer - 1) * rest * S + (rest + D * cfg.vocab_size) * Q
     attn = 2 * 2 * S * H * K * ((cfg.n_layer - 1) * S + Q)  # q k^T and p v, forward, per sequence
     return 3 * (2 * matmuls + attn) * batch_size

@@ -5,10 +5,13 @@ Measures, in one run on this machine:
   - the dense f32 matmul peak through XLA (GFLOP/s), the yardstick for utilisation;
   - pretraining steps/s and achieved GFLOP/s for paper-exp1 and paper-exp3 at batch 64 (one run, dropout on);
   - the time to evaluate 3,200 test samples on paper-exp3 (greedy decoding with a kv cache);
-  - K = 1, 8, 64 prefix-tuning runs over one frozen paper-exp1 base in one vmapped program: run-steps/s and
-    the ratio of the vmapped program's time to K sequential single runs (measured as K x one run).
+  - K = 1, 8, 64 prefix-tuning runs over one frozen paper-exp1 base in one compiled program: run-steps/s and
+    the ratio of the program's time to K sequential single runs (measured as K x one run), for the default
+    schedule (on CPU, CPU_RUN_BATCH runs side by side) and the alternatives: one at a time, all vmapped.
 Compilation is excluded from every timing (a warm-up chunk runs first). The reference PyTorch code on the
-2-core machine: 16 ms/step (paper-exp1), 273 ms/step (4-layer), 34 s to evaluate 3,200 samples.
+2-core machine: 16 ms/step (paper-exp1), 273 ms/step (4-layer), 34 s to evaluate 3,200 samples. Since the
+machine's speed drifts between days, --reference-python times the reference step (scripts/bench_reference.py,
+needs PyTorch in that interpreter) right before and after the pretraining figures, for same-day ratios.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +36,8 @@ from prefixlab import tasks as T  # noqa: E402
 from prefixlab.config import preset  # noqa: E402
 from prefixlab.evaluate import base_builder, make_evaluator  # noqa: E402
 from prefixlab.methods import Prefix  # noqa: E402
-from prefixlab.train import OptimConfig, init_params, lm_loss, make_optimizer, model_flops_per_step, run_keys, run_training  # noqa: E402
+from prefixlab.train import (CPU_RUN_BATCH, OptimConfig, init_params, lm_loss, make_optimizer,  # noqa: E402
+                             model_flops_per_step, run_keys, run_training)
 from prefixlab.tune import RunSpec, _run_data  # noqa: E402
 
 REFERENCE = {"paper-exp1_ms_per_step": 16.0, "paper-exp3_ms_per_step": 273.0, "eval_3200_paper-exp3_s": 34.0}
@@ -103,7 +110,10 @@ def bench_prefix_runs(ks, steps, chunk, P=1):
         return timed_training(loss_fn, tr_R, base, _run_data([RunSpec(P, 5e-4)] * K, P), keys, steps, chunk, run_batch)
 
     rows = []
-    modes = {"default": None, "vmap-all": 0}  # default: 1 run at a time on CPU, all side by side elsewhere
+    # default: CPU_RUN_BATCH runs side by side on CPU, all of them elsewhere; then the alternatives it was chosen over
+    default = CPU_RUN_BATCH if jax.default_backend() == "cpu" else 0
+    modes = {"default": default, "one-at-a-time": 1, "vmap-all": 0}
+    modes = {m: rb for i, (m, rb) in enumerate(modes.items()) if rb not in list(modes.values())[:i]}
     single = run(1)
     for K in ks:
         for mode, run_batch in modes.items():
@@ -113,13 +123,29 @@ def bench_prefix_runs(ks, steps, chunk, P=1):
             # the machine's speed drifts (DESIGN.md): a single run timed right before and right after the program
             # gives the K-sequential estimate, so a linear drift cancels out of the ratio
             after = run(1) if K > 1 else single
-            row = {"K": K, "mode": mode, "steps": steps, "wall_s": wall, "run_steps_per_s": K * steps / wall,
+            row = {"K": K, "mode": mode, "run_batch": run_batch, "steps": steps, "wall_s": wall,
+                   "run_steps_per_s": K * steps / wall,
                    "single_run_s": (single + after) / 2, "program_over_sequential": wall / (K * (single + after) / 2)}
             single = after
             rows.append(row)
-            print(f"  prefix runs K={K:3d} {mode:<8}: {row['run_steps_per_s']:8.0f} run-steps/s, one program's time "
+            print(f"  prefix runs K={K:3d} {mode:<13}: {row['run_steps_per_s']:8.0f} run-steps/s, one program's time "
                   f"/ K single runs = {row['program_over_sequential']:.2f}", flush=True)
     return rows
+
+
+def same_day_reference(python: str, steps: int) -> dict:
+    """ms/step of the reference's PyTorch step per model, from scripts/bench_reference.py run by `python`."""
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "reference.json"
+        cmd = [python, str(Path(__file__).with_name("bench_reference.py")), "--steps", str(steps), "--out", str(out)]
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True)
+        except OSError as e:
+            sys.exit(f"bench.py: error: cannot run --reference-python {python}: {e.strerror}")
+        if r.returncode:
+            last = (r.stderr.strip().splitlines() or ["(no message)"])[-1]
+            sys.exit(f"bench.py: error: the reference benchmark failed: {last}")
+        return json.loads(out.read_text())["ms_per_step"]
 
 
 def main(argv=None):
@@ -130,9 +156,13 @@ def main(argv=None):
     p.add_argument("--ks", default="1,8,64", help="numbers of vmapped prefix runs (default: %(default)s)")
     p.add_argument("--skip", default="", help="comma list of parts to skip: pretrain,eval,runs")
     p.add_argument("--out", default="runs/bench.json", help="JSON output (default: %(default)s)")
+    p.add_argument("--reference-python", metavar="PYTHON", help="an interpreter with PyTorch: time the reference "
+                   "step right before and after the pretraining figures and give same-day ratios too")
     a = p.parse_args(argv)
     if a.steps < 1 or a.chunk < 1 or a.steps % a.chunk:
         p.exit(2, "bench.py: error: --steps must be a positive multiple of --chunk\n")
+    if a.reference_python and not shutil.which(a.reference_python):
+        p.exit(2, f"bench.py: error: --reference-python {a.reference_python}: no such interpreter\n")
     skip = set(a.skip.split(",")) - {""}
     dev = jax.devices()[0]
     res = {"machine": {"platform": dev.platform, "device": str(dev.device_kind), "devices": jax.device_count(),
@@ -142,6 +172,7 @@ def main(argv=None):
     print(f"dense f32 matmul peak: {res['matmul_peak_gflops']:.0f} GFLOP/s ({dev.platform}, {dev.device_kind})")
     if "pretrain" not in skip:
         res["pretrain"] = []
+        ref_runs = [same_day_reference(a.reference_python, a.steps)] if a.reference_python else []
         for name in ("paper-exp1", "paper-exp3"):
             steps = a.steps if name == "paper-exp1" else max(a.chunk, a.steps // 5 // a.chunk * a.chunk)
             r = bench_pretrain(name, steps, a.chunk)
@@ -151,6 +182,15 @@ def main(argv=None):
             print(f"pretrain {name}: {r['ms_per_step']:.2f} ms/step ({r['steps_per_s']:.1f} steps/s), "
                   f"{r['achieved_gflops']:.0f} GFLOP/s = {100 * r['fraction_of_matmul_peak']:.0f} % of the matmul peak, "
                   f"{r['speedup_vs_reference']:.1f}x the reference's steps/s", flush=True)
+        if ref_runs:
+            ref_runs.append(same_day_reference(a.reference_python, a.steps))
+            res["reference_same_day"] = {"before": ref_runs[0], "after": ref_runs[1]}
+            for r in res["pretrain"]:
+                ref_ms = [run[r["model"]] for run in ref_runs]
+                r["same_day_reference_ms"] = sum(ref_ms) / 2
+                r["speedup_vs_same_day_reference"] = r["same_day_reference_ms"] / r["ms_per_step"]
+                print(f"  {r['model']}: the reference step measured {ref_ms[0]:.2f} ms before and {ref_ms[1]:.2f} ms "
+                      f"after: {r['speedup_vs_same_day_reference']:.2f}x its steps/s", flush=True)
     if "eval" not in skip:
         r = bench_eval("paper-exp3", a.eval_samples)
         r["speedup_vs_reference"] = REFERENCE["eval_3200_paper-exp3_s"] * a.eval_samples / 3200 / r["eval_s"]

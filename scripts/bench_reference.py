@@ -1,0 +1,145 @@
+#!/usr/bin/env python
+"""The reference's PyTorch pretraining step, timed on this machine, so scripts/bench.py's ratios can be taken
+against a same-day figure instead of the one in the issue (machine speed drifts between days).
+
+Re-typed from minGPT (karpathy/minGPT model.py + trainer.py, which the reference code forks): fused QKV with bias,
+pre-LayerNorm blocks, tanh-GELU 4x MLP, dropout 0.1, untied head without bias, cross-entropy with ignore_index -1
+on the input positions, AdamW (0.9, 0.95) with weight decay 0.1 on Linear weights, gradient clip 1.0, batch 64,
+2 threads. Batches are synthetic tensors made before timing (the reference draws them in 4 DataLoader workers).
+
+Needs PyTorch, which prefixlab does not depend on: `pip install torch` (or the CPU-only wheel from
+https://download.pytorch.org/whl/cpu where that index is reachable).
+
+  python scripts/bench_reference.py                      # paper-exp1 and paper-exp3, prints ms/step
+  python scripts/bench_reference.py --models paper-exp1 --steps 300 --out runs/bench-reference.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+SIZES = {"paper-exp1": (1, 1, 96), "paper-exp3": (4, 4, 256)}  # layers, heads, d
+VOCAB, SEQ, FIRST_TARGET, BATCH = 10, 19, 9, 64
+
+
+def build(torch, n_layer, n_head, d):
+    nn, F = torch.nn, torch.nn.functional
+
+    class SelfAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c_attn, self.c_proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+            self.attn_dropout, self.resid_dropout = nn.Dropout(0.1), nn.Dropout(0.1)
+            self.register_buffer("bias", torch.tril(torch.ones(SEQ, SEQ)).view(1, 1, SEQ, SEQ))
+
+        def forward(self, x):
+            B, T, C = x.size()
+            q, k, v = self.c_attn(x).split(d, dim=2)
+            q, k, v = (t.view(B, T, n_head, C // n_head).transpose(1, 2) for t in (q, k, v))
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+            att = F.softmax(att.masked_fill(self.bias[:, :, :T, :T] == 0, float("-inf")), dim=-1)
+            y = (self.attn_dropout(att) @ v).transpose(1, 2).contiguous().view(B, T, C)
+            return self.resid_dropout(self.c_proj(y))
+
+    class NewGELU(nn.Module):
+        def forward(self, x):
+            return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln_1, self.attn, self.ln_2 = nn.LayerNorm(d), SelfAttention(), nn.LayerNorm(d)
+            self.c_fc, self.c_proj, self.act, self.dropout = nn.Linear(d, 4 * d), nn.Linear(4 * d, d), NewGELU(), nn.Dropout(0.1)
+
+        def forward(self, x):
+            x = x + self.attn(self.ln_1(x))
+            return x + self.dropout(self.c_proj(self.act(self.c_fc(self.ln_2(x)))))
+
+    class GPT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte, self.wpe, self.drop = nn.Embedding(VOCAB, d), nn.Embedding(SEQ, d), nn.Dropout(0.1)
+            self.h = nn.ModuleList([Block() for _ in range(n_layer)])
+            self.ln_f, self.lm_head = nn.LayerNorm(d), nn.Linear(d, VOCAB, bias=False)
+            for m in self.modules():
+                if isinstance(m, (nn.Linear, nn.Embedding)):
+                    nn.init.normal_(m.weight, 0.0, 0.02)
+                if isinstance(m, nn.Linear) and m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            for name, p in self.named_parameters():
+                if name.endswith("c_proj.weight"):
+                    nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * n_layer))
+
+        def forward(self, idx, targets):
+            x = self.drop(self.wte(idx) + self.wpe(torch.arange(idx.size(1)).unsqueeze(0)))
+            for block in self.h:
+                x = block(x)
+            logits = self.lm_head(self.ln_f(x))
+            return F.cross_entropy(logits.view(-1, VOCAB), targets.view(-1), ignore_index=-1)
+
+    model = GPT()
+    decay = [p for n, p in model.named_parameters() if n.endswith("weight") and p.dim() == 2 and "wte" not in n and "wpe" not in n]
+    no_decay = [p for p in model.parameters() if all(p is not q for q in decay)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=5e-4, betas=(0.9, 0.95))
+    return model, opt
+
+
+def ms_per_step(torch, name, steps, warmup=20):
+    torch.manual_seed(0)
+    model, opt = build(torch, *SIZES[name])
+    model.train()
+    x = torch.randint(0, 8, (steps + warmup, BATCH, SEQ))
+    y = torch.randint(0, 8, (steps + warmup, BATCH, SEQ))
+    y[:, :, :FIRST_TARGET] = -1
+
+    def step(i):
+        loss = model(x[i], y[i])
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    for i in range(warmup):
+        step(i)
+    t = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        step(i)
+    return 1e3 * (time.perf_counter() - t) / steps
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="paper-exp1,paper-exp3", help="comma list of %s" % ", ".join(SIZES))
+    p.add_argument("--steps", type=int, default=300, help="timed steps for paper-exp1; paper-exp3 times a fifth "
+                   "(default: %(default)s)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s, the 2-core machine)")
+    p.add_argument("--out", help="also write the figures as JSON here")
+    a = p.parse_args(argv)
+    names = [n.strip() for n in a.models.split(",")]
+    if bad := [n for n in names if n not in SIZES]:
+        p.error(f"unknown model {bad[0]!r}; valid: {', '.join(SIZES)}")
+    if a.steps < 5:
+        p.error("--steps must be at least 5")
+    try:
+        import torch
+    except ImportError:
+        sys.exit("bench_reference.py: error: needs PyTorch (pip install torch); prefixlab itself does not use it")
+    torch.set_num_threads(a.threads)
+    res = {"torch": torch.__version__, "threads": a.threads, "batch": BATCH, "ms_per_step": {}}
+    for n in names:
+        res["ms_per_step"][n] = ms_per_step(torch, n, a.steps if n == "paper-exp1" else max(5, a.steps // 5))
+        print(f"reference PyTorch step {n}: {res['ms_per_step'][n]:.2f} ms/step", flush=True)
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+        print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
