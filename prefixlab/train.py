@@ -64,9 +64,10 @@ def lm_loss(model: Transformer, batch: Batch, ctx: Context | None = None, dropou
 
 # Prefix runs sharing one frozen base, side by side on a CPU (2-core machine, time of one program over the same runs
 # one at a time): two at a time 0.79-0.94 on the one-layer presets, 0.93-1.06 on the four-layer ones; four at a
-# time 0.76-0.91 on one layer but 1.31-1.39 on small-exp3; eight at once 1.11-1.22. Runs with their own weights
-# (pretraining seeds) gain nothing (two seeds of paper-exp1: 0.97-1.0). Side by side, a run of a multi-layer model
-# can differ from its one-at-a-time numbers by float rounding (small-exp3: 5e-7 after 50 steps; paper-exp1: none).
+# time 0.76-0.91 on one layer but 1.31-1.39 on small-exp3; eight at once 1.03-1.22. Runs with their own weights
+# (pretraining seeds) gained little beyond the noise (paper-exp1, 2 or 3 seeds: 0.86-1.0 per chunk; an odd count also
+# compiles the step twice), so they stay one at a time. Side by side, a run of a multi-layer model can differ from its
+# one-at-a-time numbers by float rounding (small-exp3: 5e-7 after 50 steps; paper-exp1: bit-identical).
 CPU_RUN_BATCH = 2
 
 

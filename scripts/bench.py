@@ -112,8 +112,10 @@ def bench_prefix_runs(ks, steps, chunk, P=1):
     rows = []
     # default: CPU_RUN_BATCH runs side by side on CPU, all of them elsewhere; then the alternatives it was chosen over
     default = CPU_RUN_BATCH if jax.default_backend() == "cpu" else 0
-    modes = {"default": default, "one-at-a-time": 1, "vmap-all": 0}
-    modes = {m: rb for i, (m, rb) in enumerate(modes.items()) if rb not in list(modes.values())[:i]}
+    modes = {"default": default}
+    for mode, run_batch in (("one-at-a-time", 1), ("vmap-all", 0)):
+        if run_batch != default:
+            modes[mode] = run_batch
     single = run(1)
     for K in ks:
         for mode, run_batch in modes.items():
