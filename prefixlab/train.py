@@ -71,6 +71,14 @@ def lm_loss(model: Transformer, batch: Batch, ctx: Context | None = None, dropou
 CPU_RUN_BATCH = 2
 
 
+def default_run_batch(shares_base: bool) -> int:
+    """Runs computed side by side by default: all of them (0, vmap) on GPU/TPU; on CPU `CPU_RUN_BATCH` for runs
+    that share a frozen base, else one at a time."""
+    if jax.default_backend() != "cpu":
+        return 0
+    return CPU_RUN_BATCH if shares_base else 1
+
+
 def run_keys(seeds) -> jax.Array:
     """One PRNG key per run, from integer seeds."""
     return jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
@@ -106,9 +114,8 @@ def run_training(
     Step s of a run uses key fold_in(its key, s), so results do not depend on the chunk size.
     Returns (trainable, losses (..., steps) as a host array, wall seconds); `chunk_times`, if given, receives
     each chunk's seconds (the first includes compilation).
-    run_batch: runs of one base computed side by side within the program; 0 = all (vmap), the default on
-    GPU/TPU. On CPU the default is `CPU_RUN_BATCH` for runs that share a frozen base, else 1; bases (per_base) go
-    one after another on CPU.
+    run_batch: runs of one base computed side by side within the program; 0 = all (vmap); default:
+    `default_run_batch`. Bases (per_base) go one after another on CPU.
     resume: a `checkpoint.ChunkCheckpoint`; training starts from its last save, if any, and saves between chunks
     (at most every `resume.every_s` seconds); the caller clears it once the result is stored."""
     if steps <= 0:
@@ -126,7 +133,7 @@ def run_training(
         return trainable, opt_state, losses_C
 
     if run_batch is None:
-        run_batch = 0 if jax.default_backend() != "cpu" else CPU_RUN_BATCH if frozen is not None else 1
+        run_batch = default_run_batch(shares_base=frozen is not None)
 
     def over_runs(trainable, opt_state, frozen, run_data, lr, key, steps_C):
         if run_batch == 0:  # all runs side by side: what fills an accelerator

@@ -36,7 +36,7 @@ from prefixlab import tasks as T  # noqa: E402
 from prefixlab.config import preset  # noqa: E402
 from prefixlab.evaluate import base_builder, make_evaluator  # noqa: E402
 from prefixlab.methods import Prefix  # noqa: E402
-from prefixlab.train import (CPU_RUN_BATCH, OptimConfig, init_params, lm_loss, make_optimizer,  # noqa: E402
+from prefixlab.train import (OptimConfig, default_run_batch, init_params, lm_loss, make_optimizer,  # noqa: E402
                              model_flops_per_step, run_keys, run_training)
 from prefixlab.tune import RunSpec, _run_data  # noqa: E402
 
@@ -111,7 +111,7 @@ def bench_prefix_runs(ks, steps, chunk, P=1):
 
     rows = []
     # default: CPU_RUN_BATCH runs side by side on CPU, all of them elsewhere; then the alternatives it was chosen over
-    default = CPU_RUN_BATCH if jax.default_backend() == "cpu" else 0
+    default = default_run_batch(shares_base=True)
     modes = {"default": default}
     for mode, run_batch in (("one-at-a-time", 1), ("vmap-all", 0)):
         if run_batch != default:
