@@ -1,0 +1,93 @@
+"""The reproduction of Petrov et al. (ICLR 2024) and Wang et al. (NeurIPS 2023) as code, run in one process.
+
+    from prefixlab.experiments import run_reproduction
+    run_reproduction("quick", "runs/repro-quick", sections=["exp1", "theory"])
+
+One module per paper section: `configs(profile)` gives its sweeps ({run directory name: SweepConfig}), `claims(records,
+profile)` its verdicts (a pure function of the records), and `run(ctx)` runs the sweeps, the claims and the figures
+into the report. Sections run one after another in this process (a TPU chip takes one process), through
+prefixlab.sweep.run_sweep; re-running into the same `out` resumes each sweep and keeps finished theory tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import time
+from pathlib import Path
+
+from prefixlab.experiments.claims import Claim
+from prefixlab.experiments.profiles import PROFILES
+from prefixlab.experiments.report import Report, SectionTiming
+
+# section -> (module, its run function); imported when run, so that the theory checks can use Claim without
+# importing the sweeps (and this list is readable without importing JAX)
+RUNNERS = {"exp1": ("exp1", "run"), "exp2": ("exp2", "run"), "exp3": ("exp3", "run"), "exp4": ("exp3", "run_exp4"),
+           "extended": ("extended", "run"), "spread": ("exp3", "run_spread"), "theory": ("theory", "run")}
+SECTIONS = list(RUNNERS)
+
+
+def runner(section: str):
+    module, function = RUNNERS[section]
+    return getattr(importlib.import_module(f"prefixlab.experiments.{module}"), function)
+
+
+@dataclasses.dataclass
+class Context:
+    """What a section's run(ctx) needs: where to write, the profile's sizes, the report and the clock."""
+
+    out: Path
+    profile: str
+    cache_dir: Path | None
+    report: Report
+    timing: SectionTiming
+    log: object = print
+
+    @property
+    def sizes(self) -> dict:
+        return PROFILES[self.profile]
+
+    def config(self, config):
+        """The section's SweepConfig with this reproduction's base cache."""
+        return dataclasses.replace(config, cache_dir=str(self.cache_dir)) if self.cache_dir else config
+
+    def sweep(self, name: str, config) -> list[dict]:
+        """Runs (or resumes, when <out>/<name>/config.json exists) one sweep and returns its records."""
+        from prefixlab.sweep import run_sweep
+
+        run_dir = self.out / name
+        resume = (run_dir / "config.json").exists()
+        self.log(f"  sweep {name} -> {run_dir}" + (" (resuming)" if resume else ""), flush=True)
+        return run_sweep(self.config(config), run_dir, resume=resume, progress=False, log=_quiet)
+
+
+def _quiet(*args, **kwargs):
+    """The sweeps' own log: kept out of the reproduction's output, as `--quiet` with captured output did."""
+
+
+def run_reproduction(profile: str, out, sections=None, cache_dir=None, log=print) -> Path:
+    """Runs `sections` (default: all, in SECTIONS order as given) of the reproduction with the sizes of `profile`
+    into `out`; writes <out>/report.md after every section and returns its path. Raises ValueError for an unknown
+    profile or section, prefixlab.sweep.SweepError when a sweep cannot run or resume as configured."""
+    sections = list(SECTIONS if sections is None else ([s.strip() for s in sections.split(",")]
+                                                       if isinstance(sections, str) else sections))
+    bad = [s for s in sections if s not in RUNNERS]
+    if bad:
+        raise ValueError(f"unknown section(s) {bad}; valid: {', '.join(SECTIONS)}")
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
+    out = Path(out)
+    ctx = Context(out, profile, Path(cache_dir) if cache_dir else None, Report(out, profile),
+                  SectionTiming(out / "timing.json"), log)
+    start = time.perf_counter()
+    for name in sections:
+        log(f"[{name}] {time.perf_counter() - start:6.0f} s", flush=True)
+        with ctx.timing.measure(name):
+            runner(name)(ctx)
+        ctx.report.write(sum(ctx.timing.seconds.values()))  # a partial report after every section
+    path = out / "report.md"
+    log(f"report: {path} ({(time.perf_counter() - start) / 60:.1f} min)")
+    return path
+
+
+__all__ = ["Claim", "PROFILES", "Report", "SECTIONS", "SectionTiming", "run_reproduction"]

@@ -1,0 +1,89 @@
+"""Claim: one checked statement, for the reproduction report and the theory table alike, and the statistics the
+sections' verdicts are made of. Every verdict here is a pure function of result records (no files, no training)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from prefixlab.results import mean_std_ci
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """statement: what is claimed; measured: what we found (text, or a number for a theory check); reference: the
+    paper's value or the threshold; verdict: True holds, False fails, None shown for comparison only; protocol:
+    how it was measured (the sweep, or a theory check's sizes)."""
+
+    statement: str
+    measured: str | float | int
+    reference: str
+    verdict: bool | None
+    protocol: str = ""
+
+    @property
+    def verdict_text(self) -> str:
+        return {True: "reproduced", False: "not reproduced", None: "(for comparison)"}[self.verdict]
+
+    def theory_row(self) -> dict:
+        """The row of scripts/theory.py's JSON table."""
+        return {"claim": self.statement, "sizes": self.protocol, "measured": self.measured,
+                "threshold": self.reference, "holds": bool(self.verdict)}
+
+    @classmethod
+    def from_theory_row(cls, row: dict) -> Claim:
+        return cls(row["claim"], row["measured"], row["threshold"], bool(row["holds"]), row["sizes"])
+
+
+def pct(values) -> str:
+    """Mean of fractions as a percentage with its 95 % t-interval clipped to [0, 100]."""
+    m, _, half = mean_std_ci(list(values))
+    if m is None:
+        return "n/a"
+    if half is None or np.isnan(half):
+        return f"{100 * m:.1f} %"
+    return f"{100 * m:.1f} % [{100 * max(m - half, 0):.1f}, {100 * min(m + half, 1):.1f}]"
+
+
+def mean(xs):
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def matching(records, **match) -> list[dict]:
+    return [r for r in records if all(r.get(k) == v for k, v in match.items())]
+
+
+def em(records, **match) -> list[float]:
+    return [r["exact_match"] for r in matching(records, **match)]
+
+
+def cross(records, task, other, **match) -> list[float]:
+    """Exact match on task `other` of the runs tuned on `task` (and matching `match`)."""
+    return [r["cross_exact_match"][other] for r in matching(records, task=task, **match)]
+
+
+def paired_gap(records, better: dict, worse: dict, tasks) -> tuple[float, float]:
+    """Mean and 95 % t half-width of exact match (better − worse), paired by (task, seed): the runs of a pair
+    share their base. An expressiveness claim "worse ⊂ better" predicts a gap that is not significantly < 0."""
+    by = lambda m: {(r["task"], r["seed"]): r["exact_match"] for r in matching(records, **m) if r["task"] in tasks}
+    b, w = by(better), by(worse)
+    m, _, half = mean_std_ci([b[k] - w[k] for k in sorted(b.keys() & w.keys())])
+    return m, half
+
+
+def hierarchy(statement: str, records, chain: list[tuple[str, dict]], tasks, note: str = "",
+              protocol: str = "") -> Claim:
+    """One claim for a chain of methods a ⊂ b ⊂ ...: every paired gap's 95 % interval reaches 0 or above."""
+    gaps = [(lo, hi, *paired_gap(records, mhi, mlo, tasks)) for (lo, mlo), (hi, mhi) in zip(chain, chain[1:])]
+    means = ", ".join(f"{name} {100 * mean([mean(em(records, task=t, **m)) for t in tasks]):.1f} %" for name, m in chain)
+    text = "; ".join(f"{hi} − {lo} = {100 * g:+.1f} pp [±{100 * h:.1f}]" for lo, hi, g, h in gaps)
+    return Claim(statement, f"{means}; paired gaps {text}{note}", " ⊂ ".join(name for name, _ in chain),
+                 all(g + (0 if np.isnan(h) else h) >= 0 for _, _, g, h in gaps), protocol)
+
+
+def protocol(config) -> str:
+    """A sweep's sizes in a few words, for Claim.protocol."""
+    return (f"{config.model}, pretrained {config.pretrain_steps} steps on {config.pretrain}, tuned "
+            f"{config.tune_steps} steps, {config.seeds} seeds, {config.eval_samples} test samples")

@@ -1,0 +1,36 @@
+"""The theory checks as a library: Claims out, float64 only while they run, scripts/theory.py's JSON rows."""
+
+import jax
+import pytest
+
+from prefixlab.experiments.claims import Claim
+from prefixlab.theory import checks
+
+
+def test_float64_is_restored_after_the_checks():
+    before = jax.config.read("jax_enable_x64")
+    with checks.float64():
+        assert jax.config.read("jax_enable_x64")
+    assert jax.config.read("jax_enable_x64") == before
+    with pytest.raises(KeyError), checks.float64():  # restored when a check raises, too
+        raise KeyError
+    assert jax.config.read("jax_enable_x64") == before
+
+
+def test_identities_part_gives_claims_and_the_json_rows_of_theory_py():
+    before = jax.config.read("jax_enable_x64")
+    data = checks.timed_part("identities", "test", model="tiny")
+    assert jax.config.read("jax_enable_x64") == before
+    assert set(data) == {"command", "wall_s", "rows"} and len(data["rows"]) == 8
+    for r in data["rows"]:
+        assert set(r) == {"claim", "sizes", "measured", "threshold", "holds"} and r["holds"] is True
+        assert Claim.from_theory_row(r).theory_row() == r
+    assert any("float64" in r["sizes"] for r in data["rows"])  # the float64 rows ran in float64: error ~1e-16
+    assert max(r["measured"] for r in data["rows"] if "float64" in r["sizes"]) < 1e-10
+
+
+def test_unknown_part_or_preset_is_a_value_error():
+    with pytest.raises(ValueError, match="unknown theory part"):
+        checks.run_part("nope")
+    with pytest.raises(ValueError, match="unknown preset"):
+        checks.run_part("identities", model="nope")
