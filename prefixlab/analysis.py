@@ -1,6 +1,6 @@
 """Looking inside a finished sweep: load its bases and tuned contexts, and measure what the papers plot.
 
-    run = load_run("runs/exp1")                       # config, cfg, bases (stacked over seeds)
+    run = load_run("runs/exp1")                       # config (SweepConfig fields), cfg, bases (stacked over seeds)
     model, ctx = run.model("sort_desc", "prefix", seed=0, context_len=1)
     probs = attention_maps(model, tokens_BT, ctx)      # per layer (B, H, S, S)
 """
@@ -20,7 +20,7 @@ from flax import nnx
 
 from prefixlab import checkpoint as ckpt
 from prefixlab.config import ModelConfig
-from prefixlab.methods import RunData, get_method
+from prefixlab.methods import RunData, get_method, method_from_settings
 from prefixlab.model import Context, Transformer
 from prefixlab.train import abstract_model
 from prefixlab.tune import RunSpec
@@ -58,7 +58,7 @@ class Run:
         if not pick:
             raise ValueError(f"{d}: no run with context_len={context_len} lr={lr}; runs: {runs}")
         ri, si = pick[0], meta["seeds"].index(seed)
-        method = _method_from_tag(tag, self.config)
+        method = method_from_settings(meta["method"]) if "method" in meta else _legacy_method(tag, self.config)
         P = max(r.context_len or 0 for r in runs)
         like_one = jax.eval_shape(lambda: method.init(jax.random.key(0), self.cfg, self.base(seed), P))
         S, R = len(meta["seeds"]), len(runs)
@@ -79,8 +79,9 @@ def _restore_trainable(d: Path, like, S: int, R: int):
     return ckpt.restore(d, {"trainable": like, "losses": jax.ShapeDtypeStruct((S, R, steps), jnp.float32)})["trainable"]
 
 
-def _method_from_tag(tag: str, config: dict):
-    """The method of a group from its tag (`sweep.group_tag`) and the sweep's flags."""
+def _legacy_method(tag: str, config: dict):
+    """Checkpoints written before groups stored their method's settings: the method from the group's tag and the
+    sweep's flags (wrong for a --match-params LoRA group, whose targets are not the flags')."""
     name = tag.split("-")[0]
     if name == "lora":
         rank = int(tag.split("-")[1][1:])
@@ -95,8 +96,9 @@ def _method_from_tag(tag: str, config: dict):
 def load_run(out) -> Run:
     """A finished (or partly finished) sweep directory: its config and its pretrained bases."""
     out = Path(out)
-    config = json.loads((out / "config.json").read_text())
-    cfg = config_from_dict(config["model_config"])
+    stored = json.loads((out / "config.json").read_text())
+    config = stored.get("sweep", stored)  # the SweepConfig's fields (flat in run directories before the library)
+    cfg = config_from_dict(stored["model_config"])
     seeds = list(range(config["seeds"]))
     _, abstract = abstract_model(cfg)
     like = {"params": abstract, "losses": jax.ShapeDtypeStruct((config["pretrain_steps"],), jnp.float32)}

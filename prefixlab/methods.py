@@ -274,6 +274,22 @@ def get_method(name: str, **settings) -> Method:
     return METHODS[name](**settings)
 
 
+# fields every method has; the rest are a method's settings
+_CONSTANT_FIELDS = ("uses_context", "trains_weights", "default_lr")
+
+
+def method_settings(method: Method) -> dict:
+    """{"name": ..., setting: value}: what a checkpoint stores to rebuild `method` (JSON-ready)."""
+    d = {k: v for k, v in dataclasses.asdict(method).items() if k not in _CONSTANT_FIELDS}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def method_from_settings(settings: dict) -> Method:
+    """The method that `method_settings` described."""
+    d = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
+    return get_method(d.pop("name"), **d)
+
+
 def match_lora_to_prefix(cfg: ModelConfig, prefix_len: int, targets=("o", "fc", "proj")) -> tuple[LoRA, int, int]:
     """The LoRA rank on `targets` whose trainable-parameter count is closest to a `prefix` of length
     `prefix_len` (ties to the smaller rank). Returns (LoRA, lora params, prefix params).

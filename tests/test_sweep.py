@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import load_script
+from prefixlab.sweep import SweepConfig
 
 SWEEP = Path(__file__).resolve().parent.parent / "scripts" / "sweep.py"
 TINY = ["--model", "tiny", "--pretrain", "add1", "--pretrain-steps", "30", "--tune-steps", "10", "--seeds", "2",
@@ -77,7 +77,7 @@ def test_tiny_end_to_end_then_base_reused(tmp_path):
     assert all(0 <= r["exact_match"] <= 1 for r in got)
     # every tuned run is also scored on the other task
     assert all(set(r["cross_exact_match"]) == {"add1", "sort_asc+add1"} - {r["task"]} for r in got)
-    assert json.loads((out / "config.json").read_text())["model"] == "tiny"
+    assert json.loads((out / "config.json").read_text())["sweep"]["model"] == "tiny"
     assert (out / "results.csv").read_text().count("\n") == len(got) + 1
     summary = (out / "summary.md").read_text()
     assert "| add1 | prefix | 2 |" in summary and "| add1 | prefix:sample_vocab | 2 |" in summary
@@ -136,34 +136,45 @@ def test_sigkill_and_resume_equals_uninterrupted(tmp_path):
     ref = tmp_path / "ref"
     assert sweep(*args, "--out", str(ref), "--cache-dir", str(tmp_path / "cache-ref")).returncode == 0
 
-    out, cache = tmp_path / "run", tmp_path / "cache"
+    out, cache = tmp_path / "run", tmp_path / "cache"  # not the default cache
     cmd = [sys.executable, str(SWEEP), *args, "--out", str(out), "--cache-dir", str(cache)]
+    env = {k: v for k, v in os.environ.items() if k != "PREFIXLAB_CACHE"}
     # kill 1: in the middle of pretraining (a saved chunk exists, the base does not)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path, env=env)
     _wait_for(lambda: any(cache.glob("*/*.partial/meta.json")), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not any(cache.glob("*/seed-0/meta.json"))
-    # kill 2: after a finished group, in the middle of a tuning group
-    proc = subprocess.Popen([*cmd, "--resume"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # kill 2: after a finished group, in the middle of a tuning group; no --cache-dir: the stored cache is used
+    proc = subprocess.Popen([sys.executable, str(SWEEP), "--resume", "--out", str(out), "--save-every", "0"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=tmp_path, env=env)
     _wait_for(lambda: (out / "results.jsonl").exists() and any(out.glob("ckpt/*/*.partial/meta.json")), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     n_done = len(rows(out))
     assert 0 < n_done < len(rows(ref))
+    assert not (tmp_path / "runs").exists()  # the default cache (cwd/runs/base-cache) was never used
+    assert not any(cache.glob("*/*.partial"))  # the pretraining chunk was continued and cleared
 
-    r = sweep("--resume", "--out", str(out), "--cache-dir", str(cache))  # flags come from config.json
+    r = sweep("--resume", "--out", str(out), "--cache-dir", str(cache))  # the same cache, given: accepted
     assert r.returncode == 0, r.stderr
     assert "already done" in r.stdout
     assert _comparable(rows(out)) == _comparable(rows(ref))
 
 
-def test_resume_refuses_other_flags(tmp_path):
+def test_resume_refuses_a_flag_that_differs(tmp_path):
     out = tmp_path / "run"
     assert sweep(*TINY, "--tasks", "add1", "--methods", "none", "--out", str(out),
                  "--cache-dir", str(tmp_path / "cache")).returncode == 0
-    r = sweep(*TINY, "--tasks", "add1", "--methods", "none,prefix", "--out", str(out), "--resume")
-    assert r.returncode == 2 and "--methods differ" in r.stderr
+    before = tree_bytes(out)
+    for extra, flag in [(["--methods", "none,prefix"], "--methods"),
+                        (["--model", "paper-exp1"], "--model"),  # the default value, given explicitly: still refused
+                        (["--cache-dir", "elsewhere"], "--cache-dir"), (["--no-cross-eval"], "--no-cross-eval")]:
+        r = sweep("--resume", "--out", str(out), *extra)
+        assert r.returncode == 2 and f"{flag} differ" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+        assert tree_bytes(out) == before
+    same = sweep("--resume", "--out", str(out), "--model", "tiny", "--methods", "none", "--quiet")
+    assert same.returncode == 0 and "already done" in same.stdout
 
 
 def test_eight_devices_match_one(tmp_path):
@@ -180,10 +191,9 @@ def test_eight_devices_match_one(tmp_path):
         assert x["final_loss"] == pytest.approx(y["final_loss"], rel=1e-4)
 
 
-@pytest.mark.parametrize("tune_lr, expected", [(None, [5e-3]), ("prefix=1e-2,lora=2e-3", [2e-3])])
-def test_match_params_lora_gets_a_learning_rate(tune_lr, expected, tmp_path):
+@pytest.mark.parametrize("tune_lr, expected", [({}, [5e-3]), ({"prefix": 1e-2, "lora": 2e-3}, [2e-3])])
+def test_match_params_lora_gets_a_learning_rate(tune_lr, expected):
     """--match-params adds LoRA groups when only `prefix` is in --methods; they once trained at LR 0."""
-    args = ["--model", "tiny", "--methods", "prefix", "--prefix-lengths", "2", "--match-params", "--out", str(tmp_path)]
-    a = load_script(SWEEP).parse_args(args + (["--tune-lr", tune_lr] if tune_lr else []))
-    assert [m.name for m, _ in a.method_groups] == ["prefix", "lora"]
-    assert a.tune_lrs["lora"] == expected
+    config = SweepConfig(model="tiny", methods="prefix", prefix_lengths=(2,), match_params=True, tune_lr=tune_lr)
+    assert [m.name for m, _ in config.method_groups()] == ["prefix", "lora"]
+    assert config.learning_rates("lora") == expected

@@ -1,0 +1,178 @@
+"""Sweeps as a library: pretrain one base per seed, tune every method on every task, evaluate, write the run.
+
+    from prefixlab.sweep import SweepConfig, run_sweep
+    records = run_sweep(SweepConfig(model="tiny", pretrain="add1", tasks=("add1",)), "runs/demo")
+
+A run directory holds config.json (the SweepConfig, resolved), results.jsonl (one record per seed x task x method
+x length x rank x lr, appended group by group), results.csv, summary.md, plots/ and ckpt/ (the bases and each
+group's tuned parameters, with the method's settings). `run_sweep(..., resume=True)` continues an interrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+
+import jax
+
+from prefixlab import checkpoint as ckpt
+from prefixlab.bases import load_or_pretrain
+from prefixlab.methods import match_lora_to_prefix, method_settings
+from prefixlab.model import count_params
+from prefixlab.report import write_report
+from prefixlab.results import append_jsonl, format_table, loss_curve, read_jsonl, read_jsonl_repairing
+from prefixlab.sweep_config import CONFIG_VERSION, LR_DEFAULTS, SweepConfig, SweepError, load_config
+from prefixlab.train import OptimConfig, final_loss
+from prefixlab.tune import group_runs, tune_group
+
+__all__ = ["SweepConfig", "SweepError", "run_sweep", "load_config", "group_tag"]
+
+RUN_FILES = ("config.json", "results.jsonl", "results.csv", "summary.md", "plots", "ckpt")  # what force removes
+
+
+def group_tag(method, rank) -> str:
+    """A group's name in results and under <run_dir>/ckpt/<task>/: method and the settings that change its shape."""
+    tag = method.name
+    if rank:
+        tag += f"-r{rank}-" + "".join(method.targets)
+    if method.name == "soft_prompt" or (method.name == "prefix" and method.init_mode != "normal"):
+        tag += f"-{method.init_mode}"
+    if method.name == "prefix_kv" and method.projection:
+        tag += "-projection"
+    return tag
+
+
+def _open_run_dir(config: SweepConfig | None, run_dir: Path, resume: bool, force: bool) -> SweepConfig:
+    """Checks the run directory against the request before anything is computed; returns the config to run."""
+    if resume and force:
+        raise SweepError("resume and force exclude each other")
+    if resume:
+        stored = load_config(run_dir)
+        if config is not None:
+            diff = config.resolved().differences(stored)
+            if diff:
+                raise SweepError(f"cannot resume {run_dir}: {', '.join(diff)} differ from its config.json",
+                                 diff[0])
+        return stored
+    if config is None:
+        raise SweepError("run_sweep needs a config (or resume=True to use the run directory's own)")
+    if run_dir.exists() and any(run_dir.iterdir()) and not force:
+        raise SweepError(f"{run_dir} already exists; pass --resume (resume=True) to continue it, --force "
+                         "(force=True) to replace it, or another directory")
+    return config.resolved()
+
+
+def _write_config(config: SweepConfig, run_dir: Path) -> None:
+    ckpt.write_json_atomic(run_dir / "config.json", {
+        "config_version": CONFIG_VERSION, "sweep": config.to_dict(),
+        "model_config": dataclasses.asdict(config.model_config), "variant": config.task_variant.name,
+        "jax_version": jax.__version__, "devices": [str(d) for d in jax.devices()]})
+
+
+def run_sweep(config: SweepConfig | None, run_dir, *, resume: bool = False, force: bool = False,
+              progress: bool = True, save_every: float = 60.0, log=print) -> list[dict]:
+    """Runs (or, with resume=True, continues) the sweep `config` into `run_dir` and returns its records.
+
+    resume: continue `run_dir` from its config.json (finished groups are kept, an unfinished one continues from
+    its last saved chunk); a `config` given with it must equal the stored one. force: delete an earlier sweep's
+    files in `run_dir` first. save_every: seconds between saves of the training state. Multi-host: every process
+    computes, process 0 writes. Raises SweepError (bad request) or checkpoint.CheckpointError (unreadable state)."""
+    run_dir = Path(run_dir)
+    config = _open_run_dir(config, run_dir, resume, force)
+    writer = jax.process_index() == 0
+    log = log if writer else (lambda *_, **__: None)
+    results_path = run_dir / "results.jsonl"
+    done_groups = set()
+    if writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if force:
+            for name in RUN_FILES:
+                path = run_dir / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        if resume and results_path.exists():
+            done_groups = {r["group"] for r in read_jsonl_repairing(results_path, log)}
+        _write_config(config, run_dir)
+    progress = progress and writer
+    seeds = list(range(config.seeds))
+    cfg = config.model_config
+    log(f"prefixlab sweep -> {run_dir}  model {config.model} ({config.task_variant.name} tasks, vocabulary "
+        f"{cfg.vocab_size}), seeds {seeds}, {jax.device_count()} {jax.devices()[0].platform} device(s)"
+        + (f", resuming: {len(done_groups)} group(s) already done" if resume else ""))
+    if config.match_params:
+        for p in config.prefix_lengths:
+            lora, n_lora, n_prefix = match_lora_to_prefix(cfg, p)
+            log(f"match-params: prefix P={p} has {n_prefix:,} parameters; LoRA rank {lora.rank} on o,fc,proj has {n_lora:,}")
+
+    t0 = time.perf_counter()
+    _, base_S, losses_ST, wall_S, cached = load_or_pretrain(
+        Path(config.cache_dir), cfg, config.pretrain_mix, seeds, config.pretrain_steps, config.batch_size,
+        OptimConfig(lr=config.lr), config.chunk, progress, save_every, log,
+        copy_to=run_dir / "ckpt" / "base" if writer else None)
+    pre_loss_S = final_loss(losses_ST)
+    n_model = count_params(jax.tree.map(lambda x: x[0], base_S))
+    log(f"bases on {config.pretrain_mix.spec}: {config.pretrain_steps} steps, final loss {pre_loss_S.mean():.4f}, "
+        f"pretraining {wall_S.sum():.1f} s" + (f" (earlier, seeds {cached} from the cache)" if cached else ""))
+    base = dict(pre_loss_S=pre_loss_S, losses_ST=losses_ST, wall_S=wall_S, n_model=n_model)
+
+    new_records = []
+    for task in config.task_mixes:
+        cross = [t for t in config.task_mixes if t.spec != task.spec] if config.cross_eval else []
+        for method, rank in config.method_groups():
+            if method.name != "none" and task.spec not in config.tune_task_specs:
+                continue
+            group = f"{task.spec}/{group_tag(method, rank)}"
+            if group in done_groups:
+                log(f"  {group:<36} done earlier, kept")
+                continue
+            recs = _run_group(config, run_dir, writer, method, rank, task, cross, base_S, base, seeds, progress,
+                              save_every)
+            new_records += recs
+            em = [r["exact_match"] for r in recs if r["exact_match"] is not None]
+            diverged = sum(r["status"] == "diverged" for r in recs)
+            log(f"  {group:<36} exact match {100 * sum(em) / max(len(em), 1):5.1f} % (mean of {len(em)} runs"
+                + (f", {diverged} diverged" if diverged else "") + f")  {time.perf_counter() - t0:6.0f} s elapsed",
+                flush=True)
+
+    if not writer:
+        return new_records
+    records = read_jsonl(results_path)
+    write_report(run_dir, records)
+    log()
+    log(format_table(records))
+    log(f"\n{len(records)} results in {results_path}; summary.md, results.csv and plots/ beside it "
+        f"({time.perf_counter() - t0:.0f} s)")
+    return records
+
+
+def _run_group(config, run_dir, writer, method, rank, task, cross, base_S, base, seeds, progress, save_every):
+    """Tunes and evaluates one group; the writer saves its parameters, then appends its records in one write."""
+    tag = group_tag(method, rank)
+    group, group_dir = f"{task.spec}/{tag}", run_dir / "ckpt" / task.spec / tag
+    partial = ckpt.ChunkCheckpoint(group_dir.with_name(group_dir.name + ".partial"), save_every)
+    runs = group_runs(method, config.prefix_lengths,
+                      config.learning_rates(method.name) if method.name in LR_DEFAULTS else [0.0])
+    recs, trainable_SR, losses_SRT = tune_group(
+        method, config.model_config, base_S, task, runs, seeds, config.tune_steps, config.batch_size,
+        eval_samples=config.eval_samples, chunk=config.chunk, progress=progress, cross_tasks=cross,
+        resume=partial if writer else None)
+    for r in recs:
+        r.update(pretrain=config.pretrain_mix.spec, model=config.model, variant=config.task_variant.name,
+                 pretrain_steps=config.pretrain_steps, group=group, task=task.spec, method=method.name,
+                 lora_rank=rank, init=getattr(method, "init_mode", None),
+                 lora_targets=",".join(method.targets) if rank else None,
+                 steps=config.tune_steps if method.name != "none" else config.pretrain_steps)
+        if method.name == "none":  # the pretrained base: its pretraining loss, size and time
+            r.update(final_loss=float(base["pre_loss_S"][r["seed"]]), trainable_params=base["n_model"],
+                     wall_s=float(base["wall_S"][r["seed"]]), lr=config.lr,
+                     loss_curve=loss_curve(base["losses_ST"][r["seed"]]))
+    if writer:
+        if jax.tree.leaves(trainable_SR):
+            ckpt.save(group_dir, {"trainable": trainable_SR, "losses": losses_SRT},
+                      {"kind": "tuned contexts", "group": group, "seeds": seeds, "method": method_settings(method),
+                       "runs": [dataclasses.asdict(r) for r in runs],
+                       "model_config": dataclasses.asdict(config.model_config)})
+        append_jsonl(run_dir / "results.jsonl", recs)
+        partial.clear()
+    return recs

@@ -1,0 +1,224 @@
+"""SweepConfig: everything that decides a sweep's results or where its state lives, frozen and validated.
+
+    config = SweepConfig(model="tiny", pretrain="add1", tasks=("add1", "sort_asc"), methods=("none", "prefix"))
+    SweepConfig.from_json(config.to_json()) == config     # what <run_dir>/config.json holds
+
+Field names follow the `scripts/sweep.py` flags (`--prefix-init` -> `prefix_inits`, `--tune-lr` -> `tune_lr`,
+`--no-cross-eval` -> `cross_eval`). Sequences may be given as lists or comma strings; they are stored as tuples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from pathlib import Path
+
+from prefixlab import tasks as T
+from prefixlab.bases import default_cache_dir
+from prefixlab.config import PRESETS, ModelConfig, preset
+from prefixlab.methods import MAX_CONTEXT_LEN, METHODS, MethodError, get_method, match_lora_to_prefix
+
+ALL_METHODS = tuple(METHODS)
+# methods that train by gradients, with their default tuning learning rates
+LR_DEFAULTS = {m: get_method(m).default_lr for m in ALL_METHODS if get_method(m).default_lr > 0}
+CONFIG_VERSION = 2  # config.json layout; 1 (before the library) stored argv
+MAX_PROMPT_SEARCH_LEN = 8  # the hard-prompt search grows as V^P
+
+
+class SweepError(ValueError):
+    """A sweep that cannot run as configured; `field` names the offending SweepConfig field (or None)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+def _tuple(value, kind=str) -> tuple:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",")]
+    return tuple(kind(v) for v in value)
+
+
+def _lr_table(value) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """{method or "*": lrs} -> a sorted tuple of pairs, so the frozen config stays hashable."""
+    items = dict(value).items() if not isinstance(value, tuple) else value
+    return tuple(sorted((str(m), tuple(float(v) for v in (lrs if isinstance(lrs, (list, tuple)) else [lrs])))
+                        for m, lrs in items))
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    pretrain: str = "sort_asc"  # a task, or a comma list: a uniform mixture with no task indicator
+    tasks: tuple[str, ...] = ("sort_asc", "sort_desc")
+    tune_tasks: tuple[str, ...] | None = None  # None: tune on every task of `tasks`
+    model: str = "paper-exp1"
+    variant: str | None = None  # None: classic unless a task exists only in extended
+    pretrain_steps: int = 10000
+    batch_size: int = 64
+    lr: float = 5e-4  # pretraining
+    seeds: int = 2
+    methods: tuple[str, ...] = ALL_METHODS
+    prefix_lengths: tuple[int, ...] = (1,)
+    lora_ranks: tuple[int, ...] = (1,)
+    lora_targets: tuple[str, ...] = ("q", "k", "v", "o", "fc", "proj")
+    lora_alpha: float = 1.0
+    match_params: bool = False
+    soft_prompt_init: str = "sample_vocab"
+    prefix_inits: tuple[str, ...] = ("normal",)
+    prefix_projection: bool = False
+    tune_steps: int = 1500
+    tune_lr: tuple[tuple[str, tuple[float, ...]], ...] = ()  # given as {method or "*": (lr, ...)}
+    eval_samples: int = 3200
+    chunk: int = 250
+    cross_eval: bool = True
+    cache_dir: str | None = None  # None: $PREFIXLAB_CACHE or runs/base-cache, fixed when the sweep starts
+
+    def __post_init__(self):
+        fix = lambda name, value: object.__setattr__(self, name, value)
+        fix("pretrain", ",".join(_tuple(self.pretrain)))
+        for name in ("tasks", "methods", "lora_targets", "prefix_inits"):
+            fix(name, _tuple(getattr(self, name)))
+        if self.tune_tasks is not None:
+            fix("tune_tasks", _tuple(self.tune_tasks))
+        for name in ("prefix_lengths", "lora_ranks"):
+            fix(name, _tuple(getattr(self, name), int))
+        fix("tune_lr", _lr_table(self.tune_lr))
+        if self.cache_dir is not None:
+            fix("cache_dir", str(self.cache_dir))
+        self._validate()
+
+    # --- validation ---------------------------------------------------------------------------------------------
+
+    def _validate(self):
+        def check(ok, field, message):
+            if not ok:
+                raise SweepError(message, field)
+
+        check(self.model in PRESETS, "model", f"unknown model {self.model!r}; valid: {', '.join(PRESETS)}")
+        for name in ("pretrain_steps", "tune_steps", "seeds", "batch_size", "eval_samples", "chunk"):
+            check(getattr(self, name) >= 1, name, f"{name} must be >= 1, got {getattr(self, name)}")
+        check(self.lr > 0, "lr", f"lr must be positive, got {self.lr}")
+        bad = [m for m in self.methods if m not in METHODS]
+        check(self.methods and not bad, "methods", f"unknown method(s) {bad}; valid: {', '.join(METHODS)}")
+        check(min(self.prefix_lengths, default=0) >= 1, "prefix_lengths", "prefix_lengths must be >= 1")
+        check(max(self.prefix_lengths) <= MAX_CONTEXT_LEN, "prefix_lengths",
+              f"prefix_lengths up to {MAX_CONTEXT_LEN} (the longest context the model takes), got {max(self.prefix_lengths)}")
+        check("prompt" not in self.methods or max(self.prefix_lengths) <= MAX_PROMPT_SEARCH_LEN, "prefix_lengths",
+              f"prefix_lengths above {MAX_PROMPT_SEARCH_LEN} make the hard-prompt search too long; drop 'prompt' or shorten")
+        check(min(self.lora_ranks, default=0) >= 1, "lora_ranks", "lora_ranks must be >= 1")
+        for m, lrs in self.tune_lr:
+            check(m == "*" or m in LR_DEFAULTS, "tune_lr",
+                  f"tune_lr names {m!r}, which has no learning rate; valid: {', '.join(LR_DEFAULTS)}")
+            check(all(v > 0 for v in lrs), "tune_lr", f"tune_lr values must be positive, got {lrs}")
+        try:
+            self.task_mixes, self.model_config, self.method_groups()  # noqa: B018 (they raise on bad specs)
+        except T.TaskError as e:
+            raise SweepError(str(e), "tasks") from e
+        except MethodError as e:
+            raise SweepError(str(e), "methods") from e
+        if self.tune_tasks is not None:
+            try:
+                tune = [T.parse_mixture(t, self.task_variant).spec for t in self.tune_tasks]
+            except T.TaskError as e:
+                raise SweepError(str(e), "tune_tasks") from e
+            bad = [t for t in tune if t not in {m.spec for m in self.task_mixes}]
+            check(not bad, "tune_tasks", f"tune_tasks must be tasks of --tasks; {', '.join(bad)} not in {','.join(self.tasks)}")
+
+    # --- what the sweep runs ------------------------------------------------------------------------------------
+
+    @functools.cached_property
+    def task_variant(self) -> T.Variant:
+        try:
+            return T.choose_variant(T.split_specs(self.pretrain) + list(self.tasks), self.variant)
+        except T.TaskError as e:
+            raise SweepError(str(e), "tasks") from e
+
+    @functools.cached_property
+    def pretrain_mix(self) -> T.Mixture:
+        return T.parse_mixture(self.pretrain, self.task_variant)
+
+    @functools.cached_property
+    def task_mixes(self) -> list[T.Mixture]:
+        self.pretrain_mix  # noqa: B018 (a bad pretraining spec is reported first)
+        return [T.parse_mixture(t, self.task_variant) for t in self.tasks]
+
+    @property
+    def tune_task_specs(self) -> list[str]:
+        if self.tune_tasks is None:
+            return [m.spec for m in self.task_mixes]
+        return [T.parse_mixture(t, self.task_variant).spec for t in self.tune_tasks]
+
+    @functools.cached_property
+    def model_config(self) -> ModelConfig:
+        return preset(self.model, vocab_size=self.task_variant.vocab_size)
+
+    def learning_rates(self, method: str) -> list[float]:
+        """The tuning learning rates of `method`: its tune_lr entry, else the "*" entry, else its default."""
+        table = dict(self.tune_lr)
+        return list(table.get(method, table.get("*", (LR_DEFAULTS.get(method, 0.0),))))
+
+    def method_groups(self) -> list:
+        """[(Method, lora_rank or None)]: one compiled group each (LoRA ranks differ in shape)."""
+        groups = []
+        for m in self.methods:
+            if m == "lora":
+                groups += [(get_method("lora", rank=r, alpha=self.lora_alpha, targets=self.lora_targets), r)
+                           for r in self.lora_ranks]
+            elif m == "soft_prompt":
+                groups.append((get_method(m, init_mode=self.soft_prompt_init), None))
+            elif m == "prefix":
+                groups += [(get_method(m, init_mode=i), None) for i in self.prefix_inits]
+            elif m == "prefix_kv":
+                groups.append((get_method(m, projection=self.prefix_projection), None))
+            else:
+                groups.append((get_method(m), None))
+        if self.match_params:
+            for p in self.prefix_lengths:
+                lora, _, _ = match_lora_to_prefix(self.model_config, p)
+                lora = dataclasses.replace(lora, alpha=self.lora_alpha)
+                groups.append((lora, lora.rank))
+        return groups
+
+    # --- files --------------------------------------------------------------------------------------------------
+
+    def resolved(self) -> SweepConfig:
+        """The config with its cache directory fixed (the default read now), as a run directory stores it."""
+        return dataclasses.replace(self, cache_dir=str(self.cache_dir or default_cache_dir()))
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["tune_lr"] = {m: list(lrs) for m, lrs in self.tune_lr}
+        return json.loads(json.dumps(d))  # tuples -> lists, as it reads back
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SweepConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise SweepError(f"unknown SweepConfig field(s) {unknown}")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> SweepConfig:
+        return cls.from_dict(json.loads(text))
+
+    def differences(self, other: SweepConfig) -> list[str]:
+        """The fields whose values differ from `other`'s."""
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) != getattr(other, f.name)]
+
+
+def load_config(run_dir) -> SweepConfig:
+    """The SweepConfig stored in `<run_dir>/config.json`."""
+    path = Path(run_dir) / "config.json"
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SweepError(f"cannot resume {run_dir}: {path} is missing or unreadable ({type(e).__name__})") from e
+    if stored.get("config_version") != CONFIG_VERSION:
+        raise SweepError(f"cannot resume {run_dir}: its config.json was written by an older prefixlab (no "
+                         f"config_version {CONFIG_VERSION}); rerun it into a new directory")
+    return SweepConfig.from_dict(stored["sweep"])
