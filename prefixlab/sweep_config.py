@@ -34,14 +34,32 @@ class SweepError(ValueError):
         self.field = field
 
 
-def _tuple(value, kind=str) -> tuple:
+def _tuple(value, kind=str, field=None) -> tuple:
+    given = value
     if isinstance(value, str):
-        value = [v.strip() for v in value.split(",")]
-    return tuple(kind(v) for v in value)
+        value = T.split_specs(value) if field in ("tasks", "tune_tasks") else [v.strip() for v in value.split(",")]
+    try:
+        return tuple(kind(v) for v in value)
+    except ValueError:
+        raise SweepError(f"{field} needs a comma list of integers, got {given!r}", field) from None
+
+
+def parse_lr_table(text: str) -> dict[str, list[float]]:
+    """'1e-3,5e-3' (every method) or 'prefix=5e-4,lora=5e-3' -> {method or "*": [lr, ...]} (the --tune-lr syntax)."""
+    table: dict[str, list[float]] = {}
+    for item in text.split(",") if text else []:
+        method, _, value = item.rpartition("=")
+        try:
+            table.setdefault(method.strip() or "*", []).append(float(value))
+        except ValueError:
+            raise SweepError(f"tune_lr needs numbers, got {text!r}", "tune_lr") from None
+    return table
 
 
 def _lr_table(value) -> tuple[tuple[str, tuple[float, ...]], ...]:
     """{method or "*": lrs} -> a sorted tuple of pairs, so the frozen config stays hashable."""
+    if value is None or isinstance(value, str):
+        value = parse_lr_table(value)
     items = dict(value).items() if not isinstance(value, tuple) else value
     return tuple(sorted((str(m), tuple(float(v) for v in (lrs if isinstance(lrs, (list, tuple)) else [lrs])))
                         for m, lrs in items))
@@ -68,7 +86,7 @@ class SweepConfig:
     prefix_inits: tuple[str, ...] = ("normal",)
     prefix_projection: bool = False
     tune_steps: int = 1500
-    tune_lr: tuple[tuple[str, tuple[float, ...]], ...] = ()  # given as {method or "*": (lr, ...)}
+    tune_lr: tuple[tuple[str, tuple[float, ...]], ...] = ()  # given as {method or "*": (lr, ...)} or "prefix=5e-3"
     eval_samples: int = 3200
     chunk: int = 250
     cross_eval: bool = True
@@ -76,13 +94,17 @@ class SweepConfig:
 
     def __post_init__(self):
         fix = lambda name, value: object.__setattr__(self, name, value)
-        fix("pretrain", ",".join(_tuple(self.pretrain)))
-        for name in ("tasks", "methods", "lora_targets", "prefix_inits"):
-            fix(name, _tuple(getattr(self, name)))
-        if self.tune_tasks is not None:
-            fix("tune_tasks", _tuple(self.tune_tasks))
+        try:
+            fix("pretrain", ",".join(T.split_specs(self.pretrain)) if isinstance(self.pretrain, str)
+                else ",".join(self.pretrain))
+            for name in ("tasks", "methods", "lora_targets", "prefix_inits"):
+                fix(name, _tuple(getattr(self, name), str, name))
+            if self.tune_tasks is not None:
+                fix("tune_tasks", _tuple(self.tune_tasks, str, "tune_tasks"))
+        except T.TaskError as e:
+            raise SweepError(str(e), "tasks") from e
         for name in ("prefix_lengths", "lora_ranks"):
-            fix(name, _tuple(getattr(self, name), int))
+            fix(name, _tuple(getattr(self, name), int, name))
         fix("tune_lr", _lr_table(self.tune_lr))
         if self.cache_dir is not None:
             fix("cache_dir", str(self.cache_dir))

@@ -119,30 +119,8 @@ valid tasks: {T._valid_names()}; compose with '+', e.g. sort_asc+add1""",
     return p
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise SweepError(f"needs a comma list of integers, got {text!r}") from None
-
-
-def _tune_lr(text: str | None) -> dict:
-    """'1e-3,5e-3' (every method) or 'prefix=5e-4,lora=5e-3' -> {method or "*": [lr, ...]}."""
-    table: dict[str, list[float]] = {}
-    for item in (text or "").split(",") if text else []:
-        method, _, value = item.rpartition("=")
-        try:
-            table.setdefault(method or "*", []).append(float(value))
-        except ValueError:
-            raise SweepError(f"needs numbers, got {text!r}") from None
-    return table
-
-
-CONVERT = {"tasks": T.split_specs, "tune_tasks": lambda v: None if v is None else T.split_specs(v),
-           "methods": lambda v: [m.strip() for m in v.split(",")], "prefix_lengths": _ints, "lora_ranks": _ints,
-           "lora_targets": lambda v: [t.strip() for t in v.split(",")],
-           "prefix_init": lambda v: [t.strip() for t in v.split(",")], "tune_lr": _tune_lr,
-           "no_cross_eval": lambda v: not v}
+# flag values SweepConfig does not take as they are (it takes comma strings for its lists)
+CONVERT = {"no_cross_eval": lambda v: not v}
 
 
 def flag_of(field: str) -> str:
@@ -156,10 +134,7 @@ def config_fields(given: dict) -> dict:
     for flag, value in given.items():
         if flag in OPERATIONAL:
             continue
-        try:
-            fields[FIELD_OF.get(flag, flag)] = CONVERT.get(flag, lambda v: v)(value)
-        except (SweepError, T.TaskError) as e:
-            raise SweepError(f"{flag_of(FIELD_OF.get(flag, flag))} {e}") from None
+        fields[FIELD_OF.get(flag, flag)] = CONVERT.get(flag, lambda v: v)(value)
     return fields
 
 
@@ -182,7 +157,7 @@ def to_config(parser, a, argv) -> SweepConfig | None:
             raise SweepError("--resume needs --out <run directory>")
         stored = load_config(a.out)
         given = config_fields(explicit_flags(parser, argv))
-        differ = [f for f, v in given.items() if SweepConfig(**{**stored.to_dict(), f: v}) != stored]
+        differ = [f for f, v in given.items() if SweepConfig.from_dict({**stored.to_dict(), f: v}) != stored]
         if differ:
             raise SweepError(f"cannot resume {a.out}: {', '.join(map(flag_of, differ))} differ from its "
                              "config.json; give only --out and --resume")
