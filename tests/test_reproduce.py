@@ -1,23 +1,43 @@
+"""scripts/reproduce.py and prefixlab.experiments.run_reproduction, called in process."""
+
+import json
+import multiprocessing
+import os
 import subprocess
-import sys
 from pathlib import Path
 
+import jax
+import pytest
+
+from prefixlab.experiments import Claim, Report, SectionTiming
 from tests.helpers import load_script
 
 REPRODUCE = Path(__file__).resolve().parent.parent / "scripts" / "reproduce.py"
 
 
-def test_unknown_section_is_refused(tmp_path):
-    r = subprocess.run([sys.executable, str(REPRODUCE), "--sections", "exp1,exp9", "--out", str(tmp_path / "x")],
-                       capture_output=True, text=True)
-    assert r.returncode == 2 and "unknown section" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+def forbid_child_processes(monkeypatch):
+    """Any way of starting a process raises: the reproduction must run in this one (a TPU chip takes one)."""
+    def boom(*args, **kwargs):
+        raise AssertionError("the reproduction started a child process")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", boom)
+    monkeypatch.setattr(multiprocessing.Process, "start", boom)
+    for name in ("fork", "forkpty", "system", "posix_spawn", "posix_spawnp", "execv", "execve"):
+        if hasattr(os, name):
+            monkeypatch.setattr(os, name, boom)
+
+
+def test_unknown_section_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        load_script(REPRODUCE).main(["--sections", "exp1,exp9", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "unknown section" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
 
 
 def test_claims_table_keeps_four_cells_when_a_number_has_bars(tmp_path):
-    r = load_script(REPRODUCE)
-    rep = r.Report(tmp_path, "tiny")
-    rep.claim("content attention", "max |Δ| = 1.7e-06", "identical", True)
+    rep = Report(tmp_path, "tiny")
+    rep.add([Claim("content attention", "max |Δ| = 1.7e-06", "identical", True)])
     rep.write(60.0)
     row = next(l for l in (tmp_path / "report.md").read_text().splitlines() if l.startswith("| content"))
     cells = [c for c in row.replace("\\|", "").split("|")[1:-1]]
@@ -25,16 +45,32 @@ def test_claims_table_keeps_four_cells_when_a_number_has_bars(tmp_path):
 
 
 def test_section_times_add_up_over_resumed_runs(tmp_path):
-    r = load_script(REPRODUCE)
     for _ in range(2):
-        timing = r.SectionTiming(tmp_path / "timing.json")
+        timing = SectionTiming(tmp_path / "timing.json")
         with timing.measure("exp1"):
             pass
-    first = r.SectionTiming(tmp_path / "timing.json").seconds["exp1"]
-    timing = r.SectionTiming(tmp_path / "timing.json")
+    first = SectionTiming(tmp_path / "timing.json").seconds["exp1"]
+    timing = SectionTiming(tmp_path / "timing.json")
     try:
         with timing.measure("exp1"):
             raise KeyboardInterrupt  # an interrupted section still adds its time
     except KeyboardInterrupt:
         pass
-    assert r.SectionTiming(tmp_path / "timing.json").seconds["exp1"] > first > 0
+    assert SectionTiming(tmp_path / "timing.json").seconds["exp1"] > first > 0
+
+
+def test_tiny_theory_section_runs_in_process_restores_float32_and_is_kept_on_rerun(tmp_path, monkeypatch):
+    forbid_child_processes(monkeypatch)
+    out = tmp_path / "out"
+    x64 = jax.config.read("jax_enable_x64")
+    args = ["--profile", "tiny", "--sections", "theory", "--out", str(out), "--cache-dir", str(tmp_path / "cache")]
+    assert load_script(REPRODUCE).main(args) == 0
+    assert jax.config.read("jax_enable_x64") == x64  # float64 only while the checks ran
+    data = json.loads((out / "theory-identities.json").read_text())  # scripts/theory.py's format
+    assert set(data) == {"command", "wall_s", "rows"} and len(data["rows"]) == 8
+    report = (out / "report.md").read_text()
+    assert "| theory: identities, constructions (Thm 1, 2), capacity, Wang's limitation | 8 of 8 checks hold |" in report
+    assert "## Theory verification" in report
+    before = (out / "theory-identities.json").stat().st_mtime_ns
+    assert load_script(REPRODUCE).main(args) == 0  # the rerun keeps the table instead of measuring again
+    assert (out / "theory-identities.json").stat().st_mtime_ns == before

@@ -1,0 +1,114 @@
+"""Experiments 3 and 4 (Petrov et al.) and Appendix B, which share exp 3's mixture base: prefixes recover pretrained
+skills and their composition but not a new task (exp3), LoRA learns that task at the prefix's parameter count
+(exp4), and a prefix's attention over its slots barely varies across inputs (spread)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from prefixlab.experiments.claims import Claim, em, hierarchy, mean, pct, protocol
+from prefixlab.experiments.profiles import MIX, PROFILES
+from prefixlab.experiments.report import records_table
+from prefixlab.sweep import SweepConfig
+
+TASKS = MIX + ",sort_asc+add1,double_hist"
+
+
+def _common(profile: str, **fields) -> SweepConfig:
+    prof = PROFILES[profile]
+    model, pre, tune = prof["exp3"]
+    return SweepConfig(**{**dict(model=model, pretrain=MIX, pretrain_steps=pre, tune_steps=tune, seeds=prof["seeds"],
+                                 eval_samples=prof["eval"], cross_eval=False, tune_lr={"prefix": (5e-3,)}), **fields})
+
+
+def soft_tasks(profile: str) -> list[str]:
+    return (PROFILES[profile]["exp3_soft_tasks"] or TASKS).split(",")
+
+
+def configs(profile: str) -> dict[str, SweepConfig]:
+    """exp3's prefixes, and its soft prompts in a run directory of their own (same cached base) on the tasks the
+    profile names."""
+    common = dict(tasks=TASKS, prefix_lengths=(10,))
+    return {"exp3": _common(profile, methods=("none", "prefix"), **common),
+            "exp3-soft": _common(profile, methods=("soft_prompt",), tune_tasks=tuple(soft_tasks(profile)), **common)}
+
+
+def claims(records, profile: str) -> list[Claim]:
+    """`records`: those of both exp3 run directories."""
+    how = protocol(configs(profile)["exp3"])
+    pre_tasks = [mean(em(records, task=t, method="prefix")) for t in MIX.split(",")]
+    comp, new = em(records, task="sort_asc+add1", method="prefix"), em(records, task="double_hist", method="prefix")
+    soft = soft_tasks(profile)
+    return [Claim("exp3: P=10 prefixes on the 4 pretraining tasks (worst task)",
+                  f"{100 * min(pre_tasks):.1f} % (mean per task {', '.join(f'{100 * x:.1f}' for x in pre_tasks)})",
+                  "≥ 99.6 % each", min(pre_tasks) >= 0.9, how),
+            Claim("exp3: composite sort_asc+add1 (pretrained skills combined) vs new double_hist",
+                  f"{pct(comp)} vs {pct(new)}", "71.6 % vs 0.6 %", mean(comp) > mean(new) + 0.1 and mean(new) <= 0.05,
+                  how),
+            hierarchy(f"hierarchy, 4 layers, P = 10: soft prompt ⊂ prefix (on {', '.join(soft)})", records,
+                      [("soft prompt", dict(method="soft_prompt")), ("prefix", dict(method="prefix"))], soft,
+                      protocol=how)]
+
+
+def run(ctx) -> None:
+    records = [r for name, config in configs(ctx.profile).items() for r in ctx.sweep(name, config)]
+    ctx.report.add(claims(records, ctx.profile))
+    ctx.report.section("Experiment 3: pretrained skills, their composition, and a new task", ctx.timing.so_far(),
+                       records_table(records))
+
+
+# --- exp 4 ---------------------------------------------------------------------------------------------------------
+
+def configs_exp4(profile: str) -> dict[str, SweepConfig]:
+    return {"exp4": _common(profile, tasks=("double_hist",), methods=("prefix",), prefix_lengths=(12,),
+                            match_params=True, lora_alpha=1.0, tune_lr={"prefix": (5e-3,), "lora": (5e-3,)})}
+
+
+def claims_exp4(records, profile: str) -> list[Claim]:
+    prefix, lora = em(records, method="prefix"), em(records, method="lora")
+    n_p = next(r["trainable_params"] for r in records if r["method"] == "prefix")
+    n_l = next(r["trainable_params"] for r in records if r["method"] == "lora")
+    return [Claim(f"exp4: double_hist, prefix P=12 ({n_p:,} params) vs LoRA o,fc,proj ({n_l:,} params)",
+                  f"{pct(prefix)} vs {pct(lora)}", "0.3 % vs 92.4 %", mean(lora) > mean(prefix) + 0.2,
+                  protocol(configs_exp4(profile)["exp4"]))]
+
+
+def run_exp4(ctx) -> None:
+    records = ctx.sweep("exp4", configs_exp4(ctx.profile)["exp4"])
+    ctx.report.add(claims_exp4(records, ctx.profile))
+    ctx.report.section("Experiment 4: prefix vs LoRA at an equal parameter count", ctx.timing.so_far(),
+                       records_table(records))
+
+
+# --- Appendix B: prefix-attention spread -----------------------------------------------------------------------------
+
+def spread_claim(gaps) -> tuple[Claim, str]:
+    """gaps: [seed, layer] 1st–99th percentile gaps (mean over heads and slots); returns the claim and its text."""
+    gaps = np.asarray(gaps)
+    text = ", ".join(f"layer {l}: {g:.3f}" for l, g in enumerate(gaps.mean(0)))
+    return Claim("Appendix B: renormalised attention on P=10 prefix slots, 1st–99th percentile gap across inputs",
+                 text, "0.02–0.17 per layer (GPT-2)", bool(gaps.max() < 0.5),
+                 "exp3's sort_asc prefixes, 256 test inputs, last input position"), text
+
+
+def run_spread(ctx) -> None:
+    """How much the last input position's attention over P=10 prefix slots varies across inputs."""
+    import jax
+
+    from prefixlab import tasks as T
+    from prefixlab.analysis import load_run, prefix_attention_spread
+
+    out = ctx.out / "exp3"
+    if not (out / "results.jsonl").exists():
+        run(ctx)
+    run_dir = load_run(out)
+    tokens = T.parse_mixture("sort_asc").batch(jax.random.key(11), 256, test=True).tokens_BT
+    gaps = []  # seeds x layers, mean over heads
+    for s in run_dir.seeds:
+        model, context = run_dir.model("sort_asc", "prefix", s, context_len=10)
+        gaps.append(prefix_attention_spread(model, tokens, context, query=9).mean(axis=-1))
+    claim, text = spread_claim(gaps)
+    ctx.report.add([claim])
+    ctx.report.section("Prefix-attention spread across inputs (Appendix B)", ctx.timing.so_far(),
+                       f"Per layer, mean over seeds, heads and slots of the 1st–99th percentile gap over 256 sort_asc "
+                       f"inputs of the last input position's renormalised attention over the 10 prefix slots: {text}.")

@@ -1,0 +1,154 @@
+"""The reproduction's verdicts are pure functions of result records: checked here on small synthetic records."""
+
+import math
+
+import pytest
+
+from prefixlab.experiments import SECTIONS, claims as C, exp1, exp2, exp3, extended, theory
+from prefixlab.experiments.claims import Claim
+from prefixlab.experiments.profiles import EXT_EVAL, EXT_PRE, MIX, PROFILES
+from prefixlab.sweep import SweepConfig
+
+
+def rec(task, method, seed, em, **extra):
+    return dict(task=task, method=method, seed=seed, exact_match=em, **extra)
+
+
+def by_statement(claims):
+    return {c.statement: c for c in claims}
+
+
+def test_pct_mean_and_interval_clipped_to_0_100():
+    assert C.pct([]) == "n/a"
+    assert C.pct([0.5]) == "50.0 %"
+    assert C.pct([1.0, 1.0, 0.98]).startswith("99.3 % [") and C.pct([1.0, 1.0, 0.98]).endswith(", 100.0]")
+    assert C.pct([0.0, 0.0]) == "0.0 % [0.0, 0.0]"
+
+
+def test_paired_gap_pairs_runs_by_task_and_seed():
+    recs = [rec("a", "x", 0, 0.9), rec("a", "x", 1, 0.8), rec("a", "y", 0, 0.5), rec("a", "y", 1, 0.6),
+            rec("a", "y", 2, 0.0)]  # seed 2 has no partner: left out
+    m, half = C.paired_gap(recs, dict(method="x"), dict(method="y"), ["a"])
+    assert m == pytest.approx(0.3) and half > 0
+
+
+def test_hierarchy_holds_unless_a_gap_is_significantly_negative():
+    chain = [("soft", dict(method="soft_prompt")), ("prefix", dict(method="prefix"))]
+    up = [rec("t", "soft_prompt", s, 0.5) for s in range(3)] + [rec("t", "prefix", s, 0.6 + 0.01 * s) for s in range(3)]
+    down = [rec("t", "soft_prompt", s, 0.9 + 0.01 * s) for s in range(3)] + [rec("t", "prefix", s, 0.1) for s in range(3)]
+    assert C.hierarchy("h", up, chain, ["t"]).verdict is True
+    c = C.hierarchy("h", down, chain, ["t"])
+    assert c.verdict is False and c.reference == "soft ⊂ prefix" and "prefix − soft = -81.0 pp" in c.measured
+
+
+def test_claim_is_frozen_and_round_trips_theory_rows():
+    c = Claim("s", 1e-16, "<= 1e-10", True, "tiny float64")
+    with pytest.raises(AttributeError):
+        c.verdict = False
+    assert c.theory_row() == {"claim": "s", "sizes": "tiny float64", "measured": 1e-16, "threshold": "<= 1e-10",
+                              "holds": True}
+    assert Claim.from_theory_row(c.theory_row()) == c
+    assert [Claim("a", "", "", v).verdict_text for v in (True, False, None)] == [
+        "reproduced", "not reproduced", "(for comparison)"]
+
+
+def test_exp1_verdicts():
+    good = [rec("sort_asc", "none", s, 0.95) for s in range(2)] + [
+        rec("sort_desc", m, s, em) for s in range(2) for m, em in
+        (("prefix", 0.0), ("soft_prompt", 0.01), ("lora", 0.9), ("full", 0.85))]
+    got = by_statement(exp1.claims(good, "tiny"))
+    assert list(got) == ["exp1: pretrained on sort_asc", "exp1: prefix tuned to sort_desc",
+                         "exp1: soft_prompt tuned to sort_desc", "exp1: lora tuned to sort_desc",
+                         "exp1: full tuned to sort_desc"]
+    assert all(c.verdict for c in got.values())
+    bad = [dict(r, exact_match=0.5) for r in good]  # a prefix that learns sort_desc; a base that cannot sort
+    verdicts = [c.verdict for c in exp1.claims(bad, "tiny")]
+    assert verdicts == [False, False, False, False, False]
+
+
+def exp2_records(own=0.9, leak=0.0, seeds=2, inits=("normal", "sample_vocab")):
+    tasks = MIX.split(",")
+    recs = []
+    for s in range(seeds):
+        for t in tasks:
+            recs.append(rec(t, "none", s, 0.2))
+            recs += [rec(t, m, s, em) for m, em in (("prompt", 0.3), ("soft_prompt", own))]
+            recs += [rec(t, "prefix", s, own, init=i, cross_exact_match={o: leak for o in tasks if o != t})
+                     for i in inits]
+    return recs
+
+
+def test_exp2_verdicts():
+    got = exp2.claims(exp2_records(), "tiny")
+    assert len(got) == 2 * 4 + 4 + 1
+    assert all(c.verdict for c in got if c.verdict is not None)
+    assert [c.verdict for c in got if c.statement.startswith("exp2: mixture base")] == [None] * 4
+    own = by_statement(got)["exp2: prefix P=1 (init normal) for add1: own task / the other three"]
+    assert own.measured == "90.0 % [90.0, 90.0] / max 0.0 %" and own.reference == "99.6 % / ≈ 0 %"
+    leaky = exp2.claims(exp2_records(leak=0.2), "tiny")  # a prefix that also does the other tasks
+    assert not any(c.verdict for c in leaky if c.statement.startswith("exp2: prefix P=1"))
+
+
+def test_exp2_attention_shift_claim():
+    from prefixlab.analysis import AttentionShift
+
+    assert exp2.shift_claim(AttentionShift(1.7e-6, 1000, 3), 2, 2).verdict is True
+    assert exp2.shift_claim(AttentionShift(1e-3, 1000, 3), 2, 2).verdict is False
+
+
+def test_exp3_verdicts():
+    def records(pre, comp, new):
+        recs = []
+        for s in range(3):
+            recs += [rec(t, "prefix", s, pre) for t in MIX.split(",")]
+            recs += [rec("sort_asc+add1", "prefix", s, comp), rec("double_hist", "prefix", s, new)]
+            recs += [rec(t, "soft_prompt", s, pre - 0.1) for t in ("sort_asc", "sort_desc")]
+        return recs
+
+    assert [c.verdict for c in exp3.claims(records(0.99, 0.7, 0.01), "quick")] == [True, True, True]
+    assert [c.verdict for c in exp3.claims(records(0.5, 0.1, 0.3), "quick")] == [False, False, True]
+    assert exp3.claims(records(0.9, 0.7, 0.0), "quick")[2].statement == "hierarchy, 4 layers, P = 10: soft prompt ⊂ prefix (on sort_asc, sort_desc)"
+
+
+def test_exp4_verdict_names_the_parameter_counts():
+    recs = [rec("double_hist", "prefix", s, 0.0, trainable_params=1536) for s in range(2)] + [
+        rec("double_hist", "lora", s, 0.9, trainable_params=1500) for s in range(2)]
+    (c,) = exp3.claims_exp4(recs, "tiny")
+    assert c.verdict and c.statement == "exp4: double_hist, prefix P=12 (1,536 params) vs LoRA o,fc,proj (1,500 params)"
+    (c,) = exp3.claims_exp4([dict(r, exact_match=0.5) for r in recs], "tiny")
+    assert c.verdict is False
+
+
+def test_extended_verdict_counts_the_tuned_tasks():
+    recs = [rec(t, "prefix", 0, 0.9) for t in EXT_PRE.split(",")] + [rec(t, "prefix", 0, 0.1) for t in EXT_EVAL.split(",")]
+    (c,) = extended.claims(recs, "paper")
+    assert c.verdict and c.statement.startswith("extended: P=10 prefixes, pretraining set (7 of 7 tasks) vs evaluation set (7 of 7)")
+    (c,) = extended.claims(recs, "tiny")  # tiny tunes sort_asc and add1+add1 only
+    assert "(1 of 7 tasks) vs evaluation set (1 of 7)" in c.statement and c.measured == "90.0 % vs 10.0 %"
+
+
+def test_spread_verdict():
+    claim, text = exp3.spread_claim([[0.1, 0.2], [0.1, 0.4]])
+    assert claim.verdict and text == "layer 0: 0.100, layer 1: 0.300"
+    assert exp3.spread_claim([[0.1, 0.6]])[0].verdict is False
+
+
+def test_theory_summary_claims():
+    rows = [Claim("attention rescaling", 1e-16, "<= 1e-10", True, "x"), Claim("Wang: LoRA rank 1", 0.1, ">", True, "y")]
+    got = theory.claims(rows)
+    assert [c.measured for c in got] == ["2 of 2 checks hold", "1 of 1 Wang checks hold"] and all(c.verdict for c in got)
+    got = theory.claims(rows[:1] + [Claim("Wang: full", 1.0, "< 1e-8", False, "z")])
+    assert [c.verdict for c in got] == [False, False]
+    assert len(theory.claims(rows[:1])) == 1  # no Wang rows (identities only): no Wang claim
+    assert "| attention rescaling | x | 1e-16 | <= 1e-10 | yes |" in theory.table(rows)
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_every_section_has_valid_sweep_configs(profile):
+    configs = {**exp1.configs(profile), **exp2.configs(profile), **exp3.configs(profile),
+               **exp3.configs_exp4(profile), **extended.configs(profile)}
+    assert set(configs) == {"exp1", "exp2", "exp3", "exp3-soft", "exp4", "extended"}
+    assert all(isinstance(c, SweepConfig) for c in configs.values())
+    assert SweepConfig.from_json(configs["exp2"].to_json()) == configs["exp2"]
+    assert configs["exp3"].seeds == PROFILES[profile]["seeds"] and not math.isnan(configs["exp4"].lora_alpha)
+    assert SECTIONS == ["exp1", "exp2", "exp3", "exp4", "extended", "spread", "theory"]
