@@ -1,10 +1,14 @@
 """The theory checks as a library: Claims out, float64 only while they run, scripts/theory.py's JSON rows."""
 
+import json
+from pathlib import Path
+
 import jax
 import pytest
 
 from prefixlab.experiments.claims import Claim
 from prefixlab.theory import checks
+from tests.helpers import load_script
 
 
 def test_float64_is_restored_after_the_checks():
@@ -34,3 +38,13 @@ def test_unknown_part_or_preset_is_a_value_error():
         checks.run_part("nope")
     with pytest.raises(ValueError, match="unknown preset"):
         checks.run_part("identities", model="nope")
+
+
+def test_theory_script_writes_the_json_table_and_refuses_an_unknown_preset(tmp_path, capsys):
+    script = load_script(Path(__file__).resolve().parent.parent / "scripts" / "theory.py")
+    assert script.main(["identities", "--model-dir", "nope"]) == 2
+    assert "unknown preset" in capsys.readouterr().err
+    assert script.main(["identities", "--model-dir", "tiny", "--out", str(tmp_path / "t.json")]) == 0
+    data = json.loads((tmp_path / "t.json").read_text())
+    assert len(data["rows"]) == 8 and all(r["holds"] for r in data["rows"])
+    assert "8 checks, 0 failing" in capsys.readouterr().out
