@@ -28,3 +28,12 @@ def test_notebook_runs_headless_in_process_with_the_tiny_profile(tmp_path, monke
     assert (tmp_path / "out" / "figures" / "exp1_attention.png").stat().st_size > 5000
     assert (tmp_path / "cache").is_dir() and (tmp_path / "out" / "exp1" / "config.json").exists()
     assert "# Reproduction report" in capsys.readouterr().out
+
+    # re-running into the same OUT resumes the sweep (its config.json) instead of refusing or redoing it
+    from prefixlab.experiments import run_reproduction
+
+    lines = []
+    run_reproduction("tiny", tmp_path / "out", sections="exp1", log=lambda *a, **k: lines.append(" ".join(map(str, a))))
+    assert any("(resuming)" in l for l in lines)
+    claim_rows = lambda text: [l for l in text.splitlines() if l.startswith("| exp1:")]
+    assert claim_rows((tmp_path / "out" / "report.md").read_text()) == claim_rows(report)
