@@ -1,0 +1,48 @@
+"""Reference prefix-tuning: learned attention-block inputs at every layer."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from prefixlab.methods.base import Method, MethodError, slot_init
+from prefixlab.methods.soft_prompt import SoftPrompt
+from prefixlab.model import Context
+
+PREFIX_INITS = ("normal", "sample_vocab")
+
+
+@dataclasses.dataclass(frozen=True)
+class Prefix(Method):
+    """Reference prefix-tuning: at every layer the attention-block input at the P slots is replaced by learned
+    vectors, so the frozen weights compute their keys and values.
+    init_mode "normal": N(0, 1) as in the reference. "sample_vocab": what the base computes at the slots when they
+    hold the embeddings of sampled tokens, so the prefix starts as exactly the soft prompt with the same key
+    (in a causal model) -- at the scale of the model's own activations, which matters without a LayerNorm before
+    attention (paper-exp2), where N(0, 1) vectors are ~50x the residual stream and can leave a run stuck."""
+
+    name: str = "prefix"
+    uses_context: bool = True
+    default_lr: float = 5e-4
+    init_mode: str = "normal"
+
+    def __post_init__(self):
+        if self.init_mode not in PREFIX_INITS:
+            raise MethodError(f"prefix init must be one of {PREFIX_INITS}, got {self.init_mode!r}")
+
+    def init(self, key, cfg, base_params, P):
+        if self.init_mode == "sample_vocab":
+            embeds_PD = SoftPrompt(init_mode="sample_vocab").init(key, cfg, base_params, P)["embeds_PD"]
+            model = nnx.merge(self.graphdef(cfg), base_params)
+            return {"layer_inputs_LPD": model.slot_layer_inputs(embeds_PD)}
+        draw = lambda k: jax.random.normal(k, (cfg.n_layer, cfg.d_model), cfg.jnp_dtype)
+        return {"layer_inputs_LPD": jnp.swapaxes(slot_init(key, P, draw), 0, 1)}
+
+    def context(self, trainable, run_data, cfg, base_params):
+        return Context(run_data.valid_P, layer_inputs_LPD=trainable["layer_inputs_LPD"])
+
+    def n_params(self, cfg, p):
+        return cfg.n_layer * p * cfg.d_model
