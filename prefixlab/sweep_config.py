@@ -19,9 +19,10 @@ from prefixlab.bases import default_cache_dir
 from prefixlab.config import PRESETS, ModelConfig, preset
 from prefixlab.methods import MAX_CONTEXT_LEN, METHODS, MethodError, get_method, match_lora_to_prefix
 
-ALL_METHODS = tuple(METHODS)
+# the default sweep's methods (fixed: a newly registered method does not change what the default sweep runs)
+DEFAULT_METHODS = ("none", "prompt", "soft_prompt", "prefix", "prefix_kv", "lora", "full")
 # methods that train by gradients, with their default tuning learning rates
-LR_DEFAULTS = {m: get_method(m).default_lr for m in ALL_METHODS if get_method(m).default_lr > 0}
+LR_DEFAULTS = {m: get_method(m).default_lr for m in METHODS if get_method(m).default_lr > 0}
 CONFIG_VERSION = 2  # config.json layout; 1 (before the library) stored argv
 MAX_PROMPT_SEARCH_LEN = 8  # the hard-prompt search grows as V^P
 
@@ -76,7 +77,7 @@ class SweepConfig:
     batch_size: int = 64
     lr: float = 5e-4  # pretraining
     seeds: int = 2
-    methods: tuple[str, ...] = ALL_METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     prefix_lengths: tuple[int, ...] = (1,)
     lora_ranks: tuple[int, ...] = (1,)
     lora_targets: tuple[str, ...] = ("q", "k", "v", "o", "fc", "proj")

@@ -24,7 +24,7 @@ from prefixlab import tasks as T  # noqa: E402
 from prefixlab.bases import DEFAULT_CACHE  # noqa: E402
 from prefixlab.checkpoint import CheckpointError  # noqa: E402
 from prefixlab.config import PRESETS  # noqa: E402
-from prefixlab.methods import LORA_MODULES, PREFIX_INITS, SOFT_PROMPT_INITS  # noqa: E402
+from prefixlab.methods import LORA_MODULES, METHODS, PREFIX_INITS, SOFT_PROMPT_INITS  # noqa: E402
 from prefixlab.sweep import SweepConfig, SweepError, load_config, run_sweep  # noqa: E402
 from prefixlab.sweep_config import LR_DEFAULTS  # noqa: E402
 
@@ -50,15 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sweep.py",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"""methods:
-  none         the pretrained base as it is
-  prompt       P hard tokens; exhaustive search if V^P <= 10,000, else greedy coordinate search
-  soft_prompt  P learned input embeddings (prompt tuning); init --soft-prompt-init
-  prefix       reference prefix-tuning: P learned vectors replace the attention-block input at every layer;
-               init --prefix-init
-  prefix_kv    PEFT prefix-tuning: learned keys and values per layer (--prefix-projection: reparam. MLP)
-  lora         rank-r LoRA (alpha/r scale, B = 0 at init) on --lora-targets of every layer
-  full         every weight
+        epilog="methods:\n" + "".join(f"  {name:<12} {cls.summary}\n" for name, cls in METHODS.items()) + f"""\
 default tuning learning rates: {lr_doc}
 valid tasks: {T._valid_names()}; compose with '+', e.g. sort_asc+add1""",
     )
@@ -77,7 +69,7 @@ valid tasks: {T._valid_names()}; compose with '+', e.g. sort_asc+add1""",
     p.add_argument("--seeds", type=int, default=D.seeds,
                    help="number of seeds 0..n-1; one base per seed (default: %(default)s, so that the default sweep "
                         "fits in 10 min on 2 CPU cores; the papers' claims are tested with 3, scripts/reproduce.py)")
-    p.add_argument("--methods", default=",".join(D.methods), help="comma list of methods (default: all)")
+    p.add_argument("--methods", default=",".join(D.methods), help="comma list of methods (default: %(default)s)")
     p.add_argument("--prefix-lengths", default=",".join(map(str, D.prefix_lengths)), help="context lengths P for prompt/soft_prompt/prefix/prefix_kv (default: %(default)s)")
     p.add_argument("--lora-ranks", default=",".join(map(str, D.lora_ranks)), help="comma list of LoRA ranks (default: %(default)s)")
     p.add_argument("--lora-targets", default=",".join(D.lora_targets),

@@ -4,6 +4,7 @@ the per-run context mask and slot initialisation."""
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +39,8 @@ def slot_init(key, P: int, fn):
 @dataclasses.dataclass(frozen=True)
 class Method:
     """Base: the model is the frozen base, no context. Subclasses override what they change."""
+
+    summary: ClassVar[str] = 'the pretrained base as it is'  # its line in `sweep.py --help`
 
     name: str = "none"
     uses_context: bool = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 from flax import nnx
@@ -13,6 +14,8 @@ from prefixlab.train import abstract_model
 @dataclasses.dataclass(frozen=True)
 class Full(Method):
     """Full fine-tuning: every weight trains (`frozen` is unused)."""
+
+    summary: ClassVar[str] = 'every weight'
 
     name: str = "full"
     trains_weights: bool = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 from flax import nnx
 
@@ -18,6 +19,8 @@ LORA_MODULES = ("q", "k", "v", "o", "fc", "proj")
 @dataclasses.dataclass(frozen=True)
 class LoRA(Method):
     """Rank-r update (alpha / r) A B on the target Linear modules of every layer; B = 0 at init (PEFT)."""
+
+    summary: ClassVar[str] = 'rank-r LoRA (alpha/r scale, B = 0 at init) on --lora-targets of every layer'
 
     name: str = "lora"
     trains_weights: bool = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +24,8 @@ class Prefix(Method):
     hold the embeddings of sampled tokens, so the prefix starts as exactly the soft prompt with the same key
     (in a causal model) -- at the scale of the model's own activations, which matters without a LayerNorm before
     attention (paper-exp2), where N(0, 1) vectors are ~50x the residual stream and can leave a run stuck."""
+
+    summary: ClassVar[str] = 'reference prefix-tuning: P learned vectors replace the attention-block input at every layer; init --prefix-init'
 
     name: str = "prefix"
     uses_context: bool = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 import math
 
 import jax
@@ -15,6 +16,8 @@ from prefixlab.model import Context
 class PrefixKV(Method):
     """PEFT prefix-tuning: learned keys and values for P virtual tokens at every layer, optionally through a
     reparameterisation MLP (PEFT `prefix_projection`: embedding -> Linear -> tanh -> Linear)."""
+
+    summary: ClassVar[str] = 'PEFT prefix-tuning: learned keys and values per layer (--prefix-projection: reparam. MLP)'
 
     name: str = "prefix_kv"
     uses_context: bool = True

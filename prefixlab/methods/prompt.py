@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 
@@ -13,6 +14,8 @@ from prefixlab.model import Context
 class HardPrompt(Method):
     """P hard tokens prepended (their token embeddings fill the slots). Found by search, not gradients:
     see `prefixlab.prompt_search`. `trainable` holds the token ids."""
+
+    summary: ClassVar[str] = 'P hard tokens; exhaustive search if V^P <= 10,000, else greedy coordinate search'
 
     name: str = "prompt"
     uses_context: bool = True

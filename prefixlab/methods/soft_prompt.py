@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +17,8 @@ SOFT_PROMPT_INITS = ("random", "vocab", "sample_vocab")
 @dataclasses.dataclass(frozen=True)
 class SoftPrompt(Method):
     """P learned input embeddings at the input layer only (prompt tuning)."""
+
+    summary: ClassVar[str] = 'P learned input embeddings (prompt tuning); init --soft-prompt-init'
 
     name: str = "soft_prompt"
     uses_context: bool = True
