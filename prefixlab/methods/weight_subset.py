@@ -23,7 +23,7 @@ class WeightSubset(Method):
         raise NotImplementedError
 
     def _part(self, state, trained: bool):
-        return state.filter(lambda path, _: self.selects(path) == trained)
+        return nnx.filter_state(state, lambda path, _: self.selects(path) == trained)
 
     def init(self, key, cfg, base_params, P):
         return self._part(base_params, True)
