@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 from prefixlab.methods.base import MAX_CONTEXT_LEN, Method, MethodError, RunData, slot_init
+from prefixlab.methods.embedding import Embedding
 from prefixlab.methods.full import Full
 from prefixlab.methods.lora import LORA_MODULES, LoRA, match_lora_to_prefix
 from prefixlab.methods.prefix import PREFIX_INITS, Prefix
@@ -34,6 +35,7 @@ METHODS = {
     "prefix_kv": PrefixKV,
     "lora": LoRA,
     "full": Full,
+    "embedding": Embedding,
 }
 
 def get_method(name: str, **settings) -> Method:

@@ -1,0 +1,17 @@
+"""Embedding tuning: only the token embeddings train (as thunnini's embedding-only tuner)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from prefixlab.methods.weight_subset import WeightSubset
+
+
+@dataclasses.dataclass(frozen=True)
+class Embedding(WeightSubset):
+    name: str = "embedding"
+    summary: ClassVar[str] = "the token embeddings only (V x d)"
+
+    def selects(self, path):
+        return path[0] == "tok_emb"
