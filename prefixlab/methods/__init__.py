@@ -21,6 +21,7 @@ from prefixlab.methods.prefix import PREFIX_INITS, Prefix
 from prefixlab.methods.prefix_kv import PrefixKV
 from prefixlab.methods.prompt import HardPrompt
 from prefixlab.methods.soft_prompt import SOFT_PROMPT_INITS, SoftPrompt
+from prefixlab.methods.unembedding import Unembedding
 
 __all__ = ["METHODS", "get_method", "method_settings", "method_from_settings", "Method", "MethodError", "RunData",
            "slot_init", "MAX_CONTEXT_LEN", "LORA_MODULES", "PREFIX_INITS", "SOFT_PROMPT_INITS", "match_lora_to_prefix",
@@ -36,6 +37,7 @@ METHODS = {
     "lora": LoRA,
     "full": Full,
     "embedding": Embedding,
+    "unembedding": Unembedding,
 }
 
 def get_method(name: str, **settings) -> Method:
