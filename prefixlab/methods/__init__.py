@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from prefixlab.methods.bias import Bias
 from prefixlab.methods.base import MAX_CONTEXT_LEN, Method, MethodError, RunData, slot_init
 from prefixlab.methods.embedding import Embedding
 from prefixlab.methods.full import Full
@@ -38,6 +39,7 @@ METHODS = {
     "full": Full,
     "embedding": Embedding,
     "unembedding": Unembedding,
+    "bias": Bias,
 }
 
 def get_method(name: str, **settings) -> Method:
