@@ -25,10 +25,8 @@ from prefixlab.tasks import Mixture
 from prefixlab.train import OptimConfig, abstract_model, pretrain
 
 DEFAULT_CACHE = "runs/base-cache"
-# Part of the cache key: bump when a code change alters what a pretraining configuration produces, so that an old
-# cache never serves a base the current code would not train. 2: dropout masks from rng.hash_bits (was threefry).
-# 3: the last block runs only at the scored positions (its dropout masks have other shapes).
-# 4: task digits from rng.hash_bits (was threefry).
+# Part of the cache key: bump when a code change alters what pretraining produces, so an old cache never serves a
+# base the current code would not train (the history: docs/performance.md).
 NUMERICS = 4
 
 

@@ -256,9 +256,8 @@ class Transformer(nnx.Module):
         allowed_SS = _allowed(P, P + T, valid_P, cfg.causal)
         per_layer = []
         for l, block in enumerate(self.blocks):
-            # Materialise the residual stream between blocks: without this, XLA on CPU fuses the whole chain of
-            # earlier blocks' adds, dropouts and LayerNorms into each backward transpose and recomputes it there
-            # (paper-exp3 pretraining: 210-225 -> 163-175 ms/step on 2 cores, scripts/bench.py).
+            # Materialise the residual stream between blocks, or XLA on CPU recomputes the earlier blocks inside
+            # each backward transpose (docs/performance.md).
             x = jax.lax.optimization_barrier(x)
             kv = None
             if P and ctx.layer_inputs_LPD is not None:

@@ -12,8 +12,7 @@ import jax.numpy as jnp
 
 
 def halfwords(key, shape) -> jax.Array:
-    """uint32 values uniform in [0, 65536), two per hashed word (a paper-exp1 batch draws 41k digits: with
-    threefry words that was 0.27 ms of a 5.8 ms step on the 2-core machine)."""
+    """uint32 values uniform in [0, 65536), two per hashed word (half the hashing of one word each)."""
     size = math.prod(shape)
     words = hash_bits(key, ((size + 1) // 2,))
     return jnp.stack([words & 0xFFFF, words >> 16], axis=-1).reshape(-1)[:size].reshape(shape)
@@ -37,8 +36,8 @@ def _lowbias32(x):
 
 def hash_bits(key, shape) -> jax.Array:
     """uint32 values, one per element: two lowbias32 rounds over (element index, the key's two words).
-    A counter-based hash, not a cryptographic generator: fine for dropout masks and ~25x cheaper than threefry
-    on CPU (1.6 M words: 0.8 ms vs 21 ms on the 2-core machine), which made dropout a tenth of a step."""
+    A counter-based hash, not a cryptographic generator: fine for dropout masks and much cheaper than threefry
+    on CPU (docs/performance.md)."""
     k = jax.random.key_data(key).reshape(-1).astype(jnp.uint32)
     x = jax.lax.iota(jnp.uint32, math.prod(shape)) * jnp.uint32(_GOLDEN) + k[0]
     return _lowbias32(_lowbias32(x) ^ k[1]).reshape(shape)

@@ -55,19 +55,14 @@ def make_optimizer(oc: OptimConfig) -> optax.GradientTransformation:
 def lm_loss(model: Transformer, batch: Batch, ctx: Context | None = None, dropout_key=None):
     """Mean cross-entropy over the masked (target) positions. The mask is zero before FIRST_TARGET (the inputs),
     so only the target positions' logits are computed: same loss and gradients, and the last block does its
-    query/attention-output/MLP work on 10 of 19 positions (scripts/bench.py)."""
+    query/attention-output/MLP work on 10 of 19 positions."""
     logits_BTV = model(batch.tokens_BT, ctx, dropout_key, logits_from=FIRST_TARGET).astype(jnp.float32)
     targets_BT, mask_BT = batch.targets_BT[:, FIRST_TARGET:], batch.mask_BT[:, FIRST_TARGET:]
     ce_BT = optax.softmax_cross_entropy_with_integer_labels(logits_BTV, targets_BT)
     return (ce_BT * mask_BT).sum() / jnp.maximum(mask_BT.sum(), 1.0)
 
 
-# Prefix runs sharing one frozen base, side by side on a CPU (2-core machine, time of one program over the same runs
-# one at a time): two at a time 0.79-0.94 on the one-layer presets, 0.93-1.06 on the four-layer ones; four at a
-# time 0.76-0.91 on one layer but 1.31-1.39 on small-exp3; eight at once 1.03-1.22. Runs with their own weights
-# (pretraining seeds) gained little beyond the noise (paper-exp1, 2 or 3 seeds: 0.86-1.0 per chunk; an odd count also
-# compiles the step twice), so they stay one at a time. Side by side, a run of a multi-layer model can differ from its
-# one-at-a-time numbers by float rounding (small-exp3: 5e-7 after 50 steps; paper-exp1: bit-identical).
+# On CPU, runs sharing a frozen base go two at a time: the fastest measured width (docs/performance.md).
 CPU_RUN_BATCH = 2
 
 
