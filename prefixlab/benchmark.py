@@ -17,8 +17,9 @@ from prefixlab import tasks as T
 from prefixlab.config import preset
 from prefixlab.evaluate import base_builder, make_evaluator
 from prefixlab.methods import Prefix
-from prefixlab.train import (OptimConfig, default_run_batch, init_params, lm_loss, make_optimizer,
-                             model_flops_per_step, run_keys, run_training)
+from prefixlab.run_layout import default_run_batch
+from prefixlab.train import (OptimConfig, init_params, lm_loss, make_optimizer, model_flops_per_step, run_keys,
+                             run_training)
 from prefixlab.tune import RunSpec, _run_data
 
 class BenchmarkError(RuntimeError):

@@ -7,21 +7,18 @@ runs (broadcast by vmap, so memory grows with the trainable part only). The host
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 from flax import nnx
-from tqdm.auto import tqdm
 
 from prefixlab.config import ModelConfig
+from prefixlab.host_loop import ChunkTimes, ProgressBar, ResumeSaves, train_chunks
 from prefixlab.model import Context, Transformer
+from prefixlab.run_layout import RunLayout, one_run_chunk
 from prefixlab.tasks import FIRST_TARGET, Batch, Mixture
 
 
@@ -62,26 +59,9 @@ def lm_loss(model: Transformer, batch: Batch, ctx: Context | None = None, dropou
     return (ce_BT * mask_BT).sum() / jnp.maximum(mask_BT.sum(), 1.0)
 
 
-# On CPU, runs sharing a frozen base go two at a time: the fastest measured width (docs/performance.md).
-CPU_RUN_BATCH = 2
-
-
-def default_run_batch(shares_base: bool) -> int:
-    """Runs computed side by side by default: all of them (0, vmap) on GPU/TPU; on CPU `CPU_RUN_BATCH` for runs
-    that share a frozen base, else one at a time."""
-    if jax.default_backend() != "cpu":
-        return 0
-    return CPU_RUN_BATCH if shares_base else 1
-
-
 def run_keys(seeds) -> jax.Array:
     """One PRNG key per run, from integer seeds."""
     return jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
-
-
-def _chunk_sizes(steps: int, chunk: int) -> list[int]:
-    full, rest = divmod(steps, chunk)
-    return [chunk] * full + ([rest] if rest else [])
 
 
 def run_training(
@@ -110,100 +90,35 @@ def run_training(
     Returns (trainable, losses (..., steps) as a host array, wall seconds); `chunk_times`, if given, receives
     each chunk's seconds (the first includes compilation).
     run_batch: runs of one base computed side by side within the program; 0 = all (vmap); default:
-    `default_run_batch`. Bases (per_base) go one after another on CPU.
+    `run_layout.default_run_batch`. Bases (per_base) go one after another on CPU.
     resume: a `checkpoint.ChunkCheckpoint`; training starts from its last save, if any, and saves between chunks
-    (at most every `resume.every_s` seconds); the caller clears it once the result is stored."""
+    (at most every `resume.every_s` seconds); the caller clears it once the result is stored.
+    The parts, for other loops: run_layout.one_run_chunk (pure), RunLayout (how runs share the program and the
+    devices), host_loop.train_chunks (chunks and callbacks)."""
     if steps <= 0:
         raise ValueError(f"steps must be positive, got {steps}")
-
-    def one_run_chunk(trainable, opt_state, frozen, run_data, lr, key, steps_C):
-        def body(carry, step):
-            tr, os = carry
-            loss, grads = jax.value_and_grad(loss_fn)(tr, frozen, run_data, jax.random.fold_in(key, step))
-            updates, os = optimizer.update(grads, os, tr)
-            updates = jax.tree.map(lambda u: u * lr.astype(u.dtype), updates)
-            return (optax.apply_updates(tr, updates), os), loss
-
-        (trainable, opt_state), losses_C = jax.lax.scan(body, (trainable, opt_state), steps_C)
-        return trainable, opt_state, losses_C
-
-    if run_batch is None:
-        run_batch = default_run_batch(shares_base=frozen is not None)
-
-    def over_runs(trainable, opt_state, frozen, run_data, lr, key, steps_C):
-        if run_batch == 0:  # all runs side by side: what fills an accelerator
-            return jax.vmap(one_run_chunk, in_axes=(0, 0, None, 0, 0, 0, None))(
-                trainable, opt_state, frozen, run_data, lr, key, steps_C)
-        body = lambda xs: one_run_chunk(xs[0], xs[1], frozen, xs[2], xs[3], xs[4], steps_C)
-        return jax.lax.map(body, (trainable, opt_state, run_data, lr, key), batch_size=run_batch)
-
-    init = jax.vmap(optimizer.init)
-    if per_base:
-        inner = over_runs
-        if run_batch == 0:
-            over_runs = jax.vmap(inner, in_axes=(0, 0, 0, 0, 0, 0, None))
-        else:  # bases one after another too
-            over_runs = lambda tr, os, fr, rd, lr, key, steps_C: jax.lax.map(
-                lambda xs: inner(*xs, steps_C), (tr, os, fr, rd, lr, key))
-        init = jax.vmap(init)
-    lr_R = jnp.asarray(lr_R, jnp.float32)
-    mesh = run_mesh()
-    if mesh is None:
-        chunk_fn = jax.jit(over_runs, donate_argnums=(0, 1))
-        trainable_R = jax.tree.map(jnp.copy, trainable_R)  # chunks donate their inputs; keep the caller's
-    else:  # every device runs its slice of the runs with the single-device program: same numbers as 1 device
-        run_axis = 1 if per_base else 0
-        R = jax.tree.leaves(trainable_R)[0].shape[run_axis]
-        spec = P(*[None] * run_axis, "runs")
-        chunk_fn = jax.jit(jax.shard_map(over_runs, mesh=mesh, in_specs=(spec, spec, P(), spec, spec, spec, P()),
-                                         out_specs=(spec, spec, spec)), donate_argnums=(0, 1))
-        place = lambda tree, sp: jax.device_put(tree, NamedSharding(mesh, sp))
-        pad = lambda tree: place(_pad_runs(tree, run_axis, -R % mesh.size), spec)
-        trainable_R, run_data_R, lr_R, key_R = map(pad, (trainable_R, run_data_R, lr_R, key_R))
-        frozen = place(frozen, P())
-    opt_state_R = jax.jit(init)(trainable_R)
+    layout = RunLayout.default(per_base, shares_base=frozen is not None, run_batch=run_batch)
+    chunk_fn = layout.compile(one_run_chunk(loss_fn, optimizer))
+    R = jax.tree.leaves(trainable_R)[0].shape[layout.run_axis]
+    trainable_R, frozen, run_data_R, lr_R, key_R = layout.place(
+        trainable_R, frozen, run_data_R, jnp.asarray(lr_R, jnp.float32), key_R)
+    opt_state_R = layout.init_optimizer(optimizer)(trainable_R)
     losses, done = [], 0
     if resume is not None and (state := resume.load(trainable_R, opt_state_R)) is not None:
         trainable_R, opt_state_R, done, losses_done = state
         losses = [losses_done]
-    if mesh is not None:
-        trainable_R, opt_state_R = place(trainable_R, spec), place(opt_state_R, spec)
-    start = last_save = time.perf_counter()
-    with tqdm(total=steps, initial=done, desc=desc, unit="step", disable=not progress, dynamic_ncols=True,
-              leave=False) as bar:
-        for size in _chunk_sizes(steps - done, chunk):
-            t_chunk = time.perf_counter()
-            trainable_R, opt_state_R, losses_RC = chunk_fn(
-                trainable_R, opt_state_R, frozen, run_data_R, lr_R, key_R, jnp.arange(done, done + size)
-            )
-            losses_RC = jax.device_get(losses_RC)  # the one host sync per chunk
-            losses.append(losses_RC)
-            if chunk_times is not None:
-                chunk_times.append(time.perf_counter() - t_chunk)
-            done += size
-            bar.update(size)
-            bar.set_postfix(loss=f"{float(np.nanmean(losses_RC[..., -1])):.4f}")
-            if resume is not None and done < steps and time.perf_counter() - last_save >= resume.every_s:
-                resume.save(trainable_R, opt_state_R, done, np.concatenate(losses, axis=-1))
-                last_save = time.perf_counter()
-    losses = np.concatenate(losses, axis=-1)
-    if mesh is not None:  # drop the padding runs; hand back ordinary single-device arrays
-        keep = lambda x: jnp.asarray(np.take(np.asarray(x), np.arange(R), axis=run_axis))
-        trainable_R, losses = jax.tree.map(keep, jax.device_get(trainable_R)), np.take(losses, np.arange(R), run_axis)
+    trainable_R, opt_state_R = layout.shard(trainable_R), layout.shard(opt_state_R)
+    start = time.perf_counter()
+    bar = ProgressBar(steps, done, desc, progress)
+    callbacks = [bar] + ([ResumeSaves(resume, steps)] if resume is not None else []) + (
+        [ChunkTimes(chunk_times)] if chunk_times is not None else [])
+    try:
+        trainable_R, _, losses = train_chunks(chunk_fn, trainable_R, opt_state_R, (frozen, run_data_R, lr_R, key_R),
+                                              steps, chunk, done, losses, callbacks)
+    finally:
+        bar.close()
+    trainable_R, losses = layout.unplace(trainable_R, losses, R)
     return trainable_R, losses, time.perf_counter() - start
-
-
-def run_mesh():
-    """A one-axis mesh ('runs') over all devices, or None on a single device."""
-    return jax.make_mesh((jax.device_count(),), ("runs",)) if jax.device_count() > 1 else None
-
-
-def _pad_runs(tree, axis: int, pad: int):
-    """Repeats run 0 `pad` times along `axis` so the run axis divides evenly over the devices."""
-    if pad == 0:
-        return tree
-    extend = lambda x: jnp.concatenate([x, jnp.repeat(jax.lax.slice_in_dim(x, 0, 1, axis=axis), pad, axis)], axis)
-    return jax.tree.map(extend, tree)
 
 
 def abstract_model(cfg: ModelConfig, lora=None):

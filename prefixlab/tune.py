@@ -3,7 +3,7 @@
 A group is every (context length, learning rate) pair of one method on one task for one base seed; lengths are
 padded to the longest and masked. Each run's key comes from (seed, method, task, length, lr) through CRC32, so a
 run's result does not depend on which other runs share its group (up to float rounding where runs are computed side
-by side: see train.CPU_RUN_BATCH).
+by side: see run_layout.CPU_RUN_BATCH).
 """
 
 from __future__ import annotations
