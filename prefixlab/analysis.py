@@ -21,8 +21,7 @@ from flax import nnx
 from prefixlab import checkpoint as ckpt
 from prefixlab.config import ModelConfig
 from prefixlab.methods import RunData, get_method, method_from_settings
-from prefixlab.model import Context, Transformer
-from prefixlab.train import abstract_model
+from prefixlab.model import Context, Transformer, abstract_model
 from prefixlab.tune import RunSpec
 
 

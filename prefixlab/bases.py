@@ -21,8 +21,9 @@ import numpy as np
 
 from prefixlab import checkpoint as ckpt
 from prefixlab.config import ModelConfig
+from prefixlab.model import abstract_model
 from prefixlab.tasks import Mixture
-from prefixlab.train import OptimConfig, abstract_model, pretrain
+from prefixlab.train import OptimConfig, pretrain
 
 DEFAULT_CACHE = "runs/base-cache"
 # Part of the cache key: bump when a code change alters what pretraining produces, so an old cache never serves a

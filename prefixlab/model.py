@@ -45,29 +45,19 @@ class Context:
         return self.valid_P.shape[-1]
 
 
-class LoRAParam(nnx.LoRAParam):
-    """LoRA factors (a subclass so that filters can tell them from any other `nnx.LoRAParam` use)."""
-
-
 class Linear(nnx.Module):
-    """y = x W + b, with an optional LoRA update (alpha / r) x A B, B = 0 at init (PEFT semantics)."""
+    """y = x W + b. A weight adapter (methods/adapter.py) is a subclass that keeps `kernel` and `bias`, so the
+    base's parameters keep their paths and a frozen base merges into an adapted graph unchanged."""
 
-    def __init__(self, d_in, d_out, *, rngs, dtype, std=INIT_STD, bias=True, lora=None):
+    def __init__(self, d_in, d_out, *, rngs, dtype, std=INIT_STD, bias=True):
         self.kernel = nnx.Param(jax.random.normal(rngs.params(), (d_in, d_out), dtype) * std)
         self.bias = nnx.Param(jnp.zeros((d_out,), dtype)) if bias else None
-        self.lora_scale = None
-        if lora is not None:
-            rank, alpha = lora
-            # Kaiming-uniform A as in PEFT / the reference (a = sqrt(5) -> bound 1 / sqrt(d_in))
-            bound = 1.0 / math.sqrt(d_in)
-            self.lora_a = LoRAParam(jax.random.uniform(rngs.params(), (d_in, rank), dtype, -bound, bound))
-            self.lora_b = LoRAParam(jnp.zeros((rank, d_out), dtype))
-            self.lora_scale = alpha / rank
+
+    def project(self, x):
+        return x @ self.kernel[...]
 
     def __call__(self, x):
-        y = x @ self.kernel[...]
-        if self.lora_scale is not None:
-            y = y + ((x @ self.lora_a[...]) @ self.lora_b[...]) * self.lora_scale
+        y = self.project(x)
         if self.bias is not None:
             y = y + _lead(self.bias[...], y.ndim)
         return y
@@ -100,28 +90,24 @@ def _split_key(key, n):
     return [None] * n if key is None else list(jax.random.split(key, n))
 
 
-def lora_spec(lora, name):
-    """(rank, alpha) if module `name` is a LoRA target, else None. lora = (rank, alpha, targets)."""
-    if lora is None or name not in lora[2]:
-        return None
-    return lora[0], lora[1]
+ATTENTION_LINEARS = ("q", "k", "v", "o")
 
 
 class Attention(nnx.Module):
-    def __init__(self, cfg: ModelConfig, *, rngs, lora=None):
+    def __init__(self, cfg: ModelConfig, *, rngs):
         dt, H, K, D = cfg.jnp_dtype, cfg.n_head, cfg.hd, cfg.d_model
         self.cfg = cfg
-        # q, k, v are three Linear modules so LoRA can target each; without LoRA they run as one matmul.
-        self.q = Linear(D, H * K, rngs=rngs, dtype=dt, lora=lora_spec(lora, "q"))
-        self.k = Linear(D, H * K, rngs=rngs, dtype=dt, lora=lora_spec(lora, "k"))
-        self.v = Linear(D, H * K, rngs=rngs, dtype=dt, lora=lora_spec(lora, "v"))
+        # q, k, v are three Linear modules so an adapter can wrap each; unadapted they run as one matmul.
+        self.q = Linear(D, H * K, rngs=rngs, dtype=dt)
+        self.k = Linear(D, H * K, rngs=rngs, dtype=dt)
+        self.v = Linear(D, H * K, rngs=rngs, dtype=dt)
         out_std = INIT_STD / math.sqrt(2 * cfg.n_layer)
-        self.o = Linear(H * K, D, rngs=rngs, dtype=dt, std=out_std, lora=lora_spec(lora, "o"))
+        self.o = Linear(H * K, D, rngs=rngs, dtype=dt, std=out_std)
 
     def qkv(self, h_BSD):
         B, S, _ = h_BSD.shape
         shape = (B, S, self.cfg.n_head, self.cfg.hd)
-        if all(m.lora_scale is None for m in (self.q, self.k, self.v)):
+        if all(type(m) is Linear for m in (self.q, self.k, self.v)):
             # one (D, 3HK) matmul instead of three: XLA on CPU does not merge them itself (scripts/bench.py)
             w = jnp.concatenate([self.q.kernel[...], self.k.kernel[...], self.v.kernel[...]], axis=1)
             b = jnp.concatenate([self.q.bias[...], self.k.bias[...], self.v.bias[...]])
@@ -139,18 +125,32 @@ class Attention(nnx.Module):
         return self.o(out_BQHK.reshape(B, Q, -1)), probs_BHQS
 
 
+def mlp_layer_names(cfg: ModelConfig) -> list[str]:
+    """fc, hidden1, ..., proj (a single layer, when there is no hidden width, is fc)."""
+    n = len(cfg.hidden) + 1
+    return ["fc"] if n == 1 else ["fc"] + [f"hidden{i}" for i in range(1, n - 1)] + ["proj"]
+
+
+def linear_names(cfg: ModelConfig) -> list[str]:
+    """A block's Linear modules, in construction order."""
+    return [*ATTENTION_LINEARS, *mlp_layer_names(cfg)]
+
+
 class MLP(nnx.Module):
-    def __init__(self, cfg: ModelConfig, *, rngs, lora=None):
+    def __init__(self, cfg: ModelConfig, *, rngs):
         dt, widths = cfg.jnp_dtype, (cfg.d_model, *cfg.hidden, cfg.d_model)
         self.act = ACTIVATIONS[cfg.activation]
         n = len(widths) - 1
-        names = ["fc"] + [f"hidden{i}" for i in range(1, n - 1)] + ["proj"]
+        self.cfg = cfg
         out_std = INIT_STD / math.sqrt(2 * cfg.n_layer)
         self.layers = nnx.List([
-            Linear(widths[i], widths[i + 1], rngs=rngs, dtype=dt,
-                   std=out_std if i == n - 1 else INIT_STD, lora=lora_spec(lora, names[i]))
+            Linear(widths[i], widths[i + 1], rngs=rngs, dtype=dt, std=out_std if i == n - 1 else INIT_STD)
             for i in range(n)
         ])
+
+    @property
+    def names(self) -> list[str]:
+        return mlp_layer_names(self.cfg)
 
     def __call__(self, x):
         for layer in self.layers[:-1]:
@@ -159,13 +159,23 @@ class MLP(nnx.Module):
 
 
 class Block(nnx.Module):
-    def __init__(self, cfg: ModelConfig, *, rngs, lora=None):
+    def __init__(self, cfg: ModelConfig, *, rngs):
         dt = cfg.jnp_dtype
         self.cfg = cfg
         self.ln1 = LayerNorm(cfg.d_model, dtype=dt) if cfg.ln_attn else None
-        self.attn = Attention(cfg, rngs=rngs, lora=lora)
+        self.attn = Attention(cfg, rngs=rngs)
         self.ln2 = LayerNorm(cfg.d_model, dtype=dt) if cfg.ln_mlp else None
-        self.mlp = MLP(cfg, rngs=rngs, lora=lora)
+        self.mlp = MLP(cfg, rngs=rngs)
+
+    def linears(self) -> dict[str, Linear]:
+        """The block's Linear modules by name (q, k, v, o, fc, hidden1.., proj), in construction order."""
+        return {**{n: getattr(self.attn, n) for n in ATTENTION_LINEARS}, **dict(zip(self.mlp.names, self.mlp.layers))}
+
+    def replace_linear(self, name: str, new: Linear):
+        if name in ATTENTION_LINEARS:
+            setattr(self.attn, name, new)
+        else:
+            self.mlp.layers[self.mlp.names.index(name)] = new
 
     def _ln(self, ln, x):
         return x if ln is None else ln(x)
@@ -211,8 +221,7 @@ def _allowed(P, S, valid_P, causal):
 
 
 class Transformer(nnx.Module):
-    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, lora=None):
-        """lora = (rank, alpha, target module names) adds LoRA factors to the targeted Linear modules."""
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         dt = cfg.jnp_dtype
         self.cfg = cfg
         self.tok_emb = nnx.Param(jax.random.normal(rngs.params(), (cfg.vocab_size, cfg.d_model), dt) * INIT_STD)
@@ -220,7 +229,7 @@ class Transformer(nnx.Module):
             nnx.Param(jax.random.normal(rngs.params(), (cfg.block_size, cfg.d_model), dt) * INIT_STD)
             if cfg.pos_emb else None
         )
-        self.blocks = nnx.List([Block(cfg, rngs=rngs, lora=lora) for _ in range(cfg.n_layer)])
+        self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layer)])
         self.ln_f = LayerNorm(cfg.d_model, dtype=dt) if cfg.ln_final else None
         self.head = Linear(cfg.d_model, cfg.vocab_size, rngs=rngs, dtype=dt, bias=cfg.head_bias)
 
@@ -314,6 +323,11 @@ class Transformer(nnx.Module):
             x, kv = block.decode(x, kv, idx, allowed_1S[None])
             new_cache.append(kv)
         return self._logits(x)[:, 0], new_cache
+
+
+def abstract_model(cfg: ModelConfig):
+    """(graphdef, abstract state) of the base model without allocating parameters."""
+    return nnx.split(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))))
 
 
 def count_params(state) -> int:

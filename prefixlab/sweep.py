@@ -27,21 +27,9 @@ from prefixlab.sweep_config import CONFIG_VERSION, LR_DEFAULTS, SweepConfig, Swe
 from prefixlab.train import OptimConfig, final_loss
 from prefixlab.tune import group_runs, tune_group
 
-__all__ = ["SweepConfig", "SweepError", "run_sweep", "load_config", "group_tag"]
+__all__ = ["SweepConfig", "SweepError", "run_sweep", "load_config"]
 
 RUN_FILES = ("config.json", "results.jsonl", "results.csv", "summary.md", "plots", "ckpt")  # what force removes
-
-
-def group_tag(method, rank) -> str:
-    """A group's name in results and under <run_dir>/ckpt/<task>/: method and the settings that change its shape."""
-    tag = method.name
-    if rank:
-        tag += f"-r{rank}-" + "".join(method.targets)
-    if method.name == "soft_prompt" or (method.name == "prefix" and method.init_mode != "normal"):
-        tag += f"-{method.init_mode}"
-    if method.name == "prefix_kv" and method.projection:
-        tag += "-projection"
-    return tag
 
 
 def _open_run_dir(config: SweepConfig | None, run_dir: Path, resume: bool, force: bool) -> SweepConfig:
@@ -119,14 +107,14 @@ def run_sweep(config: SweepConfig | None, run_dir, *, resume: bool = False, forc
     new_records = []
     for task in config.task_mixes:
         cross = [t for t in config.task_mixes if t.spec != task.spec] if config.cross_eval else []
-        for method, rank in config.method_groups():
+        for method in config.method_groups():
             if method.name != "none" and task.spec not in config.tune_task_specs:
                 continue
-            group = f"{task.spec}/{group_tag(method, rank)}"
+            group = f"{task.spec}/{method.tag}"
             if group in done_groups:
                 log(f"  {group:<36} done earlier, kept")
                 continue
-            recs = _run_group(config, run_dir, writer, method, rank, task, cross, base_S, base, seeds, progress,
+            recs = _run_group(config, run_dir, writer, method, task, cross, base_S, base, seeds, progress,
                               save_every)
             new_records += recs
             em = [r["exact_match"] for r in recs if r["exact_match"] is not None]
@@ -146,9 +134,9 @@ def run_sweep(config: SweepConfig | None, run_dir, *, resume: bool = False, forc
     return records
 
 
-def _run_group(config, run_dir, writer, method, rank, task, cross, base_S, base, seeds, progress, save_every):
+def _run_group(config, run_dir, writer, method, task, cross, base_S, base, seeds, progress, save_every):
     """Tunes and evaluates one group; the writer saves its parameters, then appends its records in one write."""
-    tag = group_tag(method, rank)
+    tag = method.tag
     group, group_dir = f"{task.spec}/{tag}", run_dir / "ckpt" / task.spec / tag
     partial = ckpt.ChunkCheckpoint(group_dir.with_name(group_dir.name + ".partial"), save_every)
     runs = group_runs(method, config.prefix_lengths,
@@ -160,9 +148,7 @@ def _run_group(config, run_dir, writer, method, rank, task, cross, base_S, base,
     for r in recs:
         r.update(pretrain=config.pretrain_mix.spec, model=config.model, variant=config.task_variant.name,
                  pretrain_steps=config.pretrain_steps, group=group, task=task.spec, method=method.name,
-                 lora_rank=rank, init=getattr(method, "init_mode", None),
-                 lora_targets=",".join(method.targets) if rank else None,
-                 steps=config.tune_steps if method.name != "none" else config.pretrain_steps)
+                 **method.record_fields(), steps=config.tune_steps if method.name != "none" else config.pretrain_steps)
         if method.name == "none":  # the pretrained base: its pretraining loss, size and time
             r.update(final_loss=float(base["pre_loss_S"][r["seed"]]), trainable_params=base["n_model"],
                      wall_s=float(base["wall_S"][r["seed"]]), lr=config.lr,

@@ -182,25 +182,12 @@ class SweepConfig:
         return list(table.get(method, table.get("*", (LR_DEFAULTS.get(method, 0.0),))))
 
     def method_groups(self) -> list:
-        """[(Method, lora_rank or None)]: one compiled group each (LoRA ranks differ in shape)."""
-        groups = []
-        for m in self.methods:
-            if m == "lora":
-                groups += [(get_method("lora", rank=r, alpha=self.lora_alpha, targets=self.lora_targets), r)
-                           for r in self.lora_ranks]
-            elif m == "soft_prompt":
-                groups.append((get_method(m, init_mode=self.soft_prompt_init), None))
-            elif m == "prefix":
-                groups += [(get_method(m, init_mode=i), None) for i in self.prefix_inits]
-            elif m == "prefix_kv":
-                groups.append((get_method(m, projection=self.prefix_projection), None))
-            else:
-                groups.append((get_method(m), None))
+        """[Method]: one compiled group each; each method class says which groups its sweep flags ask for."""
+        groups = [g for m in self.methods for g in METHODS[m].sweep_groups(self)]
         if self.match_params:
             for p in self.prefix_lengths:
                 lora, _, _ = match_lora_to_prefix(self.model_config, p)
-                lora = dataclasses.replace(lora, alpha=self.lora_alpha)
-                groups.append((lora, lora.rank))
+                groups.append(dataclasses.replace(lora, alpha=self.lora_alpha))
         return groups
 
     # --- files --------------------------------------------------------------------------------------------------

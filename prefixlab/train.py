@@ -17,7 +17,7 @@ from flax import nnx
 
 from prefixlab.config import ModelConfig
 from prefixlab.host_loop import ChunkTimes, ProgressBar, ResumeSaves, train_chunks
-from prefixlab.model import Context, Transformer
+from prefixlab.model import Context, Transformer, abstract_model
 from prefixlab.run_layout import RunLayout, one_run_chunk
 from prefixlab.tasks import FIRST_TARGET, Batch, Mixture
 
@@ -121,15 +121,10 @@ def run_training(
     return trainable_R, losses, time.perf_counter() - start
 
 
-def abstract_model(cfg: ModelConfig, lora=None):
-    """(graphdef, abstract state) without allocating parameters."""
-    return nnx.split(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0), lora=lora)))
-
-
-def init_params(cfg: ModelConfig, key_R: jax.Array, lora=None):
-    """Model parameters for each run key (leading run axis) and the shared graphdef."""
-    graphdef, _ = abstract_model(cfg, lora)
-    init = lambda k: nnx.state(Transformer(cfg, rngs=nnx.Rngs(params=k), lora=lora))
+def init_params(cfg: ModelConfig, key_R: jax.Array):
+    """Base-model parameters for each run key (leading run axis) and the shared graphdef."""
+    graphdef, _ = abstract_model(cfg)
+    init = lambda k: nnx.state(Transformer(cfg, rngs=nnx.Rngs(params=k)))
     return graphdef, jax.jit(jax.vmap(init))(key_R)
 
 

@@ -6,6 +6,7 @@ import pytest
 from flax import nnx
 
 from prefixlab.config import preset
+from prefixlab.model import Transformer
 from prefixlab.methods import (Full, HardPrompt, LoRA, MethodError, Prefix, PrefixKV, RunData, SoftPrompt,
                                get_method, match_lora_to_prefix)
 from tests.helpers import tiny_model, tokens
@@ -98,8 +99,8 @@ def test_lora_count_and_parameter_matching_reference():
     lora, n_lora, n_prefix = match_lora_to_prefix(cfg, 12)
     assert (lora.rank, n_lora, n_prefix) == (1, 12_288, 12_288)
     assert lora.targets == ("o", "fc", "proj")
-    params = nnx.state(nnx.eval_shape(lambda: __import__("prefixlab.model", fromlist=["x"]).Transformer(
-        cfg, rngs=nnx.Rngs(0), lora=lora.spec)), nnx.LoRAParam)
+    params = nnx.state(nnx.eval_shape(lambda: lora.adapt(Transformer(cfg, rngs=nnx.Rngs(0)), jax.random.key(0))),
+                       nnx.LoRAParam)
     assert sum(x.size for x in jax.tree.leaves(params)) == 12_288
 
 

@@ -195,5 +195,5 @@ def test_eight_devices_match_one(tmp_path):
 def test_match_params_lora_gets_a_learning_rate(tune_lr, expected):
     """--match-params adds LoRA groups when only `prefix` is in --methods; they once trained at LR 0."""
     config = SweepConfig(model="tiny", methods="prefix", prefix_lengths=(2,), match_params=True, tune_lr=tune_lr)
-    assert [m.name for m, _ in config.method_groups()] == ["prefix", "lora"]
+    assert [m.name for m in config.method_groups()] == ["prefix", "lora"]
     assert config.learning_rates("lora") == expected

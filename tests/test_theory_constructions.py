@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prefixlab.evaluate import greedy_generate
+from prefixlab.decode import greedy_generate
 from prefixlab.theory import conditional, decoder_exact, responses, two_token, unconditional
 
 

@@ -46,15 +46,20 @@ def test_flop_count_matches_parameters():
     assert 0.85 < model_flops_per_step(preset("paper-exp3"), 64, 19, scored=10) / f < 0.95
 
 
-@pytest.mark.parametrize("lora", [None, (2, 1.0, ("q", "k", "fc"))])
+@pytest.mark.parametrize("lora", [None, ("q", "k", "fc")])
 def test_loss_on_target_positions_only_equals_full_logits(lora):
     """lm_loss computes logits only from FIRST_TARGET on; loss and gradients (LoRA factors included) equal those
     of the full logits."""
     import optax
     from flax import nnx
     from prefixlab.train import init_params, lm_loss, run_keys
-    graphdef, params_R = init_params(CFG, run_keys([0]), lora)
-    if lora is not None:  # B = 0 at init would hide the LoRA path
+    graphdef, params_R = init_params(CFG, run_keys([0]))
+    if lora is not None:  # the whole adapted model trains here; B = 0 at init would hide the LoRA path
+        from prefixlab.methods import LoRA
+        adapted = LoRA(rank=2, targets=lora).adapt(nnx.merge(graphdef, jax.tree.map(lambda x: x[0], params_R)),
+                                                   jax.random.key(0))
+        graphdef, params = nnx.split(adapted)
+        params_R = jax.tree.map(lambda x: x[None], params)
         params_R = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.key(1), x.shape), params_R)
     params = jax.tree.map(lambda x: x[0], params_R)
     batch = MIX.batch(jax.random.key(3), 16)

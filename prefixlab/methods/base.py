@@ -11,8 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from prefixlab.config import ModelConfig
-from prefixlab.model import Context
-from prefixlab.train import abstract_model
+from prefixlab.model import Context, abstract_model
 
 # Context slots carry no position, so nothing in the model bounds P; this bound keeps a padded group's attention
 # cost sane and is well above the papers' longest prefixes (P = 12).
@@ -47,6 +46,11 @@ class Method:
     trains_weights: bool = False
     default_lr: float = 0.0
 
+    @classmethod
+    def sweep_groups(cls, config) -> list["Method"]:
+        """The groups a sweep's config (a SweepConfig) asks of this method: one, with default settings."""
+        return [cls()]
+
     def graphdef(self, cfg: ModelConfig):
         return abstract_model(cfg)[0]
 
@@ -61,5 +65,15 @@ class Method:
 
     def n_params(self, cfg: ModelConfig, p: int | None) -> int:
         return 0
+
+    @property
+    def tag(self) -> str:
+        """The group's name in results and under ckpt/<task>/: the name and any setting that changes the shape
+        or the init of what trains."""
+        return self.name
+
+    def record_fields(self) -> dict:
+        """The method's own columns in results.jsonl, beside task and method."""
+        return {"init": getattr(self, "init_mode", None), "lora_rank": None, "lora_targets": None}
 
 

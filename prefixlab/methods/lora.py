@@ -3,52 +3,87 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import ClassVar
 
+import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from prefixlab.config import ModelConfig
-from prefixlab.methods.base import Method, MethodError
+from prefixlab.methods.adapter import ADAPTER_MODULES, WeightAdapter
+from prefixlab.methods.base import MethodError
 from prefixlab.methods.prefix import Prefix
-from prefixlab.model import LoRAParam, Transformer
-from prefixlab.train import abstract_model
+from prefixlab.model import Linear, linear_names
 
-LORA_MODULES = ("q", "k", "v", "o", "fc", "proj")
+LORA_MODULES = ADAPTER_MODULES
+
+
+class LoRAParam(nnx.LoRAParam):
+    """LoRA factors (a subclass so that filters can tell them from any other `nnx.LoRAParam` use)."""
+
+
+class LoRALinear(Linear):
+    """y = x W + (alpha / r) x A B + b; B = 0 at init, A Kaiming-uniform as in PEFT / the reference
+    (a = sqrt(5) -> bound 1 / sqrt(d_in))."""
+
+    def __init__(self, base: Linear, rank: int, alpha: float, key):
+        self.kernel, self.bias = base.kernel, base.bias
+        d_in, d_out = base.kernel.shape
+        dtype, bound = base.kernel.dtype, 1.0 / math.sqrt(d_in)
+        self.lora_a = LoRAParam(jax.random.uniform(key, (d_in, rank), dtype, -bound, bound))
+        self.lora_b = LoRAParam(jnp.zeros((rank, d_out), dtype))
+        self.lora_scale = alpha / rank
+
+    def project(self, x):
+        return super().project(x) + ((x @ self.lora_a[...]) @ self.lora_b[...]) * self.lora_scale
 
 
 @dataclasses.dataclass(frozen=True)
-class LoRA(Method):
+class LoRA(WeightAdapter):
     """Rank-r update (alpha / r) A B on the target Linear modules of every layer; B = 0 at init (PEFT)."""
 
     summary: ClassVar[str] = 'rank-r LoRA (alpha/r scale, B = 0 at init) on --lora-targets of every layer'
+    param_type: ClassVar[type] = LoRAParam
 
     name: str = "lora"
-    trains_weights: bool = True
-    default_lr: float = 5e-3
     rank: int = 1
     alpha: float = 1.0
     targets: tuple[str, ...] = ("o", "fc", "proj")
 
     def __post_init__(self):
-        bad = [t for t in self.targets if t not in LORA_MODULES]
-        if bad or not self.targets:
-            raise MethodError(f"unknown LoRA target(s) {bad or '(none)'}; valid: {', '.join(LORA_MODULES)}")
+        super().__post_init__()
         if self.rank < 1:
             raise MethodError(f"LoRA rank must be >= 1, got {self.rank}")
 
+    @classmethod
+    def sweep_groups(cls, config):
+        return [cls(rank=r, alpha=config.lora_alpha, targets=config.lora_targets) for r in config.lora_ranks]
+
+    def wrap(self, linear, name, key):
+        return LoRALinear(linear, self.rank, self.alpha, key)
+
+    def target_keys(self, key, cfg):
+        """A's key is the draw the base constructor's params stream would make right after the target's kernel
+        (how v1 built LoRA inline), so a seed gives the same LoRA init as before."""
+        names = linear_names(cfg)
+        draw = 2 if cfg.pos_emb else 1  # tok_emb (and pos_emb) come first
+        keys = []
+        for _ in range(cfg.n_layer):
+            keys.append({})
+            for name in names:
+                draw += 1  # the kernel
+                if name in self.targets:
+                    keys[-1][name] = jax.random.fold_in(key, draw)
+                    draw += 1
+        return keys
+
     @property
-    def spec(self):
-        return (self.rank, self.alpha, self.targets)
+    def tag(self):
+        return f"lora-r{self.rank}-" + "".join(self.targets)
 
-    def graphdef(self, cfg):
-        return abstract_model(cfg, self.spec)[0]
-
-    def init(self, key, cfg, base_params, P):
-        model = Transformer(cfg, rngs=nnx.Rngs(params=key), lora=self.spec)
-        return nnx.state(model, LoRAParam)
-
-    def build(self, graphdef, trainable, frozen, run_data, cfg):
-        return nnx.merge(graphdef, trainable, frozen), None
+    def record_fields(self):
+        return {**super().record_fields(), "lora_rank": self.rank, "lora_targets": ",".join(self.targets)}
 
     def n_params(self, cfg, p):
         D, H, K = cfg.d_model, cfg.n_head, cfg.hd
@@ -56,7 +91,6 @@ class LoRA(Method):
         dims = {"q": (D, H * K), "k": (D, H * K), "v": (D, H * K), "o": (H * K, D),
                 "fc": (widths[0], widths[1]), "proj": (widths[-2], widths[-1])}
         return cfg.n_layer * sum(self.rank * sum(dims[t]) for t in self.targets)
-
 
 
 def match_lora_to_prefix(cfg: ModelConfig, prefix_len: int, targets=("o", "fc", "proj")) -> tuple[LoRA, int, int]:

@@ -32,6 +32,14 @@ class Prefix(Method):
     default_lr: float = 5e-4
     init_mode: str = "normal"
 
+    @classmethod
+    def sweep_groups(cls, config):
+        return [cls(init_mode=i) for i in config.prefix_inits]
+
+    @property
+    def tag(self):
+        return self.name if self.init_mode == "normal" else f"{self.name}-{self.init_mode}"
+
     def __post_init__(self):
         if self.init_mode not in PREFIX_INITS:
             raise MethodError(f"prefix init must be one of {PREFIX_INITS}, got {self.init_mode!r}")

@@ -25,6 +25,14 @@ class PrefixKV(Method):
     projection: bool = False
     projection_hidden: int = 128
 
+    @classmethod
+    def sweep_groups(cls, config):
+        return [cls(projection=config.prefix_projection)]
+
+    @property
+    def tag(self):
+        return self.name + ("-projection" if self.projection else "")
+
     def _kv_size(self, cfg):
         return cfg.n_layer * 2 * cfg.n_head * cfg.hd
 

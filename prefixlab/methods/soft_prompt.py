@@ -26,6 +26,14 @@ class SoftPrompt(Method):
     init_mode: str = "sample_vocab"  # PEFT: RANDOM, TEXT (= vocab), SAMPLE_VOCAB
     init_tokens: tuple[int, ...] = ()  # for init_mode "vocab"
 
+    @classmethod
+    def sweep_groups(cls, config):
+        return [cls(init_mode=config.soft_prompt_init)]
+
+    @property
+    def tag(self):
+        return f"{self.name}-{self.init_mode}"
+
     def __post_init__(self):
         if self.init_mode not in SOFT_PROMPT_INITS:
             raise MethodError(f"soft prompt init must be one of {SOFT_PROMPT_INITS}, got {self.init_mode!r}")

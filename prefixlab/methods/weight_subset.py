@@ -8,7 +8,7 @@ import jax
 from flax import nnx
 
 from prefixlab.methods.base import Method
-from prefixlab.train import abstract_model
+from prefixlab.model import abstract_model
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from prefixlab.evaluate import greedy_generate
+from prefixlab.decode import greedy_generate
 from prefixlab.model import Context, Transformer
 
 

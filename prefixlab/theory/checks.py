@@ -20,7 +20,7 @@ from flax import nnx
 
 from prefixlab import theory
 from prefixlab.config import PRESETS, preset
-from prefixlab.evaluate import greedy_generate
+from prefixlab.decode import greedy_generate
 from prefixlab.experiments.claims import Claim
 from prefixlab.model import Transformer
 

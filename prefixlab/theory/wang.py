@@ -44,8 +44,8 @@ class WangProblem:
                            ln_final=False, residual_attn=True, residual_mlp=True, pos_emb=False, causal=False,
                            dropout=0.0, dtype="float64")
 
-    def model(self, lora=None) -> Transformer:
-        m = Transformer(self.cfg(), rngs=nnx.Rngs(0), lora=lora)
+    def model(self) -> Transformer:
+        m = Transformer(self.cfg(), rngs=nnx.Rngs(0))
         m.tok_emb[...] = jnp.asarray(self.weights["tok"])
         write_block(m.blocks[0], self.weights)
         return m
@@ -123,9 +123,9 @@ def fit_prompt(prob: WangProblem, lengths, restarts: int = 8, steps: int = 400, 
 def fit_lora(prob: WangProblem, rank: int, target: str = "proj", restarts: int = 4, steps: int = 400,
              seed: int = 0) -> float:
     """Best MSE of a rank-`rank` LoRA (alpha = rank, so scale 1) on one matrix; base frozen."""
-    from prefixlab.model import LoRAParam
+    from prefixlab.methods.lora import LoRA, LoRAParam
 
-    model = prob.model(lora=(rank, float(rank), (target,)))
+    model = LoRA(rank=rank, alpha=float(rank), targets=(target,)).adapt(prob.model(), jax.random.key(0))
     graphdef, lora_state, rest = nnx.split(model, LoRAParam, ...)
     y = jnp.asarray(prob.targets_ID)
 

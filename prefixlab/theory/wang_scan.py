@@ -43,7 +43,8 @@ import numpy as np
 from flax import nnx
 
 from prefixlab.config import ModelConfig
-from prefixlab.model import Context, LoRAParam, Transformer
+from prefixlab.methods.lora import LoRA, LoRAParam
+from prefixlab.model import Context, Transformer
 from prefixlab.theory.lbfgs import lbfgs_min, make_lbfgs
 from prefixlab.theory.wang import mlp_forward, write_block
 
@@ -61,12 +62,12 @@ class Stack:
     def d(self):
         return self.tok.shape[1]
 
-    def model(self, lora=None) -> Transformer:
+    def model(self) -> Transformer:
         cfg = ModelConfig(vocab_size=self.tok.shape[0], block_size=1, n_layer=len(self.layers), n_head=1,
                           d_model=self.d, head_dim=self.d, mlp_hidden=(self.r,), activation="relu", ln_attn=False,
                           ln_mlp=False, ln_final=False, residual_attn=True, residual_mlp=True, pos_emb=False,
                           causal=True, dropout=0.0, dtype="float64")
-        m = Transformer(cfg, rngs=nnx.Rngs(0), lora=lora)
+        m = Transformer(cfg, rngs=nnx.Rngs(0))
         m.tok_emb[...] = jnp.asarray(self.tok)
         for blk, w in zip(m.blocks, self.layers):
             write_block(blk, w)
@@ -137,7 +138,8 @@ def fit_lora_ranks(st: Stack, tokens_IT, y, ranks, targets=("proj",), restarts=4
     """Best MSE of LoRA of each rank in `ranks` on `targets` (every layer), base frozen. One compiled program:
     a rank-max(ranks) LoRA (alpha = rank, scale 1) whose factor columns beyond the rank are masked to zero."""
     R = max(ranks)
-    graphdef, lora_state, rest = nnx.split(st.model(lora=(R, float(R), tuple(targets))), LoRAParam, ...)
+    lora = LoRA(rank=R, alpha=float(R), targets=tuple(targets))
+    graphdef, lora_state, rest = nnx.split(lora.adapt(st.model(), jax.random.key(0)), LoRAParam, ...)
     y = jnp.asarray(y)
 
     def masked(p, k):
