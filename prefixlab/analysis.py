@@ -38,10 +38,10 @@ class Run:
     config: dict
     cfg: ModelConfig
     seeds: list[int]
-    base_S: object  # base parameters stacked over seeds
+    base_E: object  # base parameters stacked over seeds
 
     def base(self, seed: int):
-        return jax.tree.map(lambda x: x[self.seeds.index(seed)], self.base_S)
+        return jax.tree.map(lambda x: x[self.seeds.index(seed)], self.base_E)
 
     def base_model(self, seed: int) -> Transformer:
         graphdef, _ = abstract_model(self.cfg)
@@ -60,22 +60,22 @@ class Run:
         method = method_from_settings(meta["method"]) if "method" in meta else _legacy_method(tag, self.config)
         P = max(r.context_len or 0 for r in runs)
         like_one = jax.eval_shape(lambda: method.init(jax.random.key(0), self.cfg, self.base(seed), P))
-        S, R = len(meta["seeds"]), len(runs)
-        like = jax.tree.map(lambda x: jax.ShapeDtypeStruct((S, R, *x.shape), x.dtype), like_one)
-        tree = _restore_trainable(d, like, S, R)
+        E, R = len(meta["seeds"]), len(runs)
+        like = jax.tree.map(lambda x: jax.ShapeDtypeStruct((E, R, *x.shape), x.dtype), like_one)
+        tree = _restore_trainable(d, like, E, R)
         trainable = jax.tree.map(lambda x: x[si, ri], tree)
         p = runs[ri].context_len or 0
         run_data = RunData(jnp.arange(P) < p)
         return method.build(method.graphdef(self.cfg), trainable, self.base(seed), run_data, self.cfg)
 
 
-def _restore_trainable(d: Path, like, S: int, R: int):
+def _restore_trainable(d: Path, like, E: int, R: int):
     """The tuned parameters of a group; the loss array's length is read from the checkpoint's own metadata."""
     with ocp.StandardCheckpointer() as c:
         shapes = c.metadata((d / "arrays").resolve())
     tree_meta = getattr(shapes, "item_metadata", shapes)
     steps = tree_meta["losses"].shape[-1]
-    return ckpt.restore(d, {"trainable": like, "losses": jax.ShapeDtypeStruct((S, R, steps), jnp.float32)})["trainable"]
+    return ckpt.restore(d, {"trainable": like, "losses": jax.ShapeDtypeStruct((E, R, steps), jnp.float32)})["trainable"]
 
 
 def _legacy_method(tag: str, config: dict):

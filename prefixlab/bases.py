@@ -50,7 +50,7 @@ def load_or_pretrain(cache: Path, cfg: ModelConfig, mixture: Mixture, seeds: lis
                      progress: bool = True, save_every_s: float = 60.0, log=print, copy_to: Path | None = None):
     """Bases for `seeds`, from the cache where present, pretrained (and stored) otherwise; `copy_to`: a directory
     that also receives each seed's checkpoint (a run directory's ckpt/base, so it stands on its own).
-    Returns (graphdef, params_S, losses_ST, wall_S (pretraining seconds per seed), cached seeds)."""
+    Returns (graphdef, params_E, losses_EU, wall_E (pretraining seconds per seed), cached seeds)."""
     config = pretrain_config(cfg, mixture, steps, batch_size, optim)
     root = base_dir(cache, config)
     graphdef, abstract = abstract_model(cfg)
@@ -70,19 +70,19 @@ def load_or_pretrain(cache: Path, cfg: ModelConfig, mixture: Mixture, seeds: lis
         ckpt.write_json_atomic(root / "config.json", config)
         # one state file for the missing seeds together: they train in one program
         resume = ckpt.ChunkCheckpoint(root / f"seed-{'-'.join(map(str, missing))}.partial", save_every_s)
-        _, params_M, losses_MT, wall = pretrain(cfg, mixture, missing, steps, batch_size, optim, chunk, progress,
+        _, params_E, losses_EU, wall = pretrain(cfg, mixture, missing, steps, batch_size, optim, chunk, progress,
                                                 resume=resume)
         for i, s in enumerate(missing):
-            params = jax.tree.map(lambda x: x[i], params_M)
-            ckpt.save(root / f"seed-{s}", {"params": params, "losses": losses_MT[i]},
+            params = jax.tree.map(lambda x: x[i], params_E)
+            ckpt.save(root / f"seed-{s}", {"params": params, "losses": losses_EU[i]},
                       {"kind": "pretrained base", "config": config, "seed": s, "wall_s": wall / len(missing)})
-            stored[s] = (params, losses_MT[i], wall / len(missing))
+            stored[s] = (params, losses_EU[i], wall / len(missing))
         resume.clear()
         log(f"base cache {root}: seeds {missing} pretrained and stored")
     if copy_to is not None:
         for s in seeds:
             if not ckpt.exists(Path(copy_to) / f"seed-{s}"):
                 shutil.copytree(root / f"seed-{s}", Path(copy_to) / f"seed-{s}", dirs_exist_ok=True)
-    params_S = jax.tree.map(lambda *xs: jnp.stack(xs), *[stored[s][0] for s in seeds])
-    losses_ST = np.stack([stored[s][1] for s in seeds])
-    return graphdef, params_S, losses_ST, np.array([stored[s][2] for s in seeds]), sorted(set(seeds) - set(missing))
+    params_E = jax.tree.map(lambda *xs: jnp.stack(xs), *[stored[s][0] for s in seeds])
+    losses_EU = np.stack([stored[s][1] for s in seeds])
+    return graphdef, params_E, losses_EU, np.array([stored[s][2] for s in seeds]), sorted(set(seeds) - set(missing))

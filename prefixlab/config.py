@@ -1,4 +1,13 @@
-"""Model configuration and the named presets of the papers' experiments."""
+"""Model configuration and the named presets of the papers' experiments.
+
+Shape letters, for array names such as `x_BSD` throughout prefixlab (one meaning each):
+  B batch (examples)            T content tokens (a task example: 2N - 1)   N digits of a task's input or answer
+  P context slots               S stream positions (P + T)                  Q query positions (a suffix of S)
+  D model width                 H heads                                     K head width
+  V vocabulary                  L layers                                    F flattened per-slot features
+  E base seeds (one base each)  R runs per base                             U optimizer steps
+  G evaluation batches          I dataset items (theory)                    C candidates (sampling, prompt search)
+"""
 
 from __future__ import annotations
 

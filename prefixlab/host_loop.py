@@ -56,13 +56,13 @@ def chunk_sizes(steps: int, chunk: int) -> list[int]:
 
 def train_chunks(chunk_fn: Callable, trainable, opt_state, inputs: tuple, steps: int, chunk: int, done: int = 0,
                  losses: list | None = None, callbacks=()):
-    """Runs `chunk_fn(trainable, opt_state, *inputs, steps_C)` over steps done..steps in chunks of `chunk`.
+    """Runs `chunk_fn(trainable, opt_state, *inputs, steps_U)` over steps done..steps in chunks of `chunk`.
     Returns (trainable, opt_state, losses (..., steps) as a host array)."""
     losses = list(losses or [])
     for size in chunk_sizes(steps - done, chunk):
         t_chunk = time.perf_counter()
-        trainable, opt_state, losses_C = chunk_fn(trainable, opt_state, *inputs, jnp.arange(done, done + size))
-        losses.append(jax.device_get(losses_C))  # the one host sync per chunk
+        trainable, opt_state, losses_U = chunk_fn(trainable, opt_state, *inputs, jnp.arange(done, done + size))
+        losses.append(jax.device_get(losses_U))  # the one host sync per chunk
         done += size
         for cb in callbacks:
             cb.after_chunk(done, size, trainable, opt_state, losses, time.perf_counter() - t_chunk)

@@ -22,10 +22,10 @@ def search_prompt(loss_of_ids, V: int, P: int, key, sweeps: int = 2, chunk: int 
     chunk = min(chunk, V**P) if V**P <= MAX_EXHAUSTIVE else V
     batched = jax.jit(lambda ids_CP: jax.lax.map(jax.vmap(loss_of_ids), ids_CP.reshape(-1, chunk, P)).reshape(-1))
 
-    def losses_of(cands_NP):  # loss of every candidate, `chunk` at a time
-        pad = (-cands_NP.shape[0]) % chunk
-        padded = jnp.concatenate([cands_NP, jnp.zeros((pad, P), jnp.int32)]) if pad else cands_NP
-        return batched(padded)[: cands_NP.shape[0]]
+    def losses_of(cands_CP):  # loss of every candidate, `chunk` at a time
+        pad = (-cands_CP.shape[0]) % chunk
+        padded = jnp.concatenate([cands_CP, jnp.zeros((pad, P), jnp.int32)]) if pad else cands_CP
+        return batched(padded)[: cands_CP.shape[0]]
 
     if V**P <= MAX_EXHAUSTIVE:
         cands = _all_prompts(V, P)

@@ -47,12 +47,12 @@ def read_jsonl_repairing(path: Path, log=print) -> list[dict]:
     return [json.loads(line) for line in data[:keep].decode().splitlines() if line.strip()]
 
 
-def loss_curve(losses_T, points: int = 100) -> list[float]:
+def loss_curve(losses_U, points: int = 100) -> list[float]:
     """The training loss as at most `points` window means (what plots need; the full curve is in the checkpoint)."""
-    losses_T = np.asarray(losses_T, np.float64)
-    if losses_T.size == 0 or np.isnan(losses_T).all():
+    losses_U = np.asarray(losses_U, np.float64)
+    if losses_U.size == 0 or np.isnan(losses_U).all():
         return []
-    windows = np.array_split(losses_T, min(points, losses_T.size))
+    windows = np.array_split(losses_U, min(points, losses_U.size))
     return [round(float(w.mean()), 6) if np.isfinite(w).all() else None for w in windows]
 
 

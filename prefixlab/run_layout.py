@@ -1,6 +1,6 @@
 """How the runs of one compiled program are laid out: all vmapped, k side by side, per base, sharded over devices.
 
-Shape letters here and in train.py: S base seeds (one frozen base each), R runs per base, C steps in a chunk.
+Shape letters as in prefixlab/config.py (E base seeds, R runs per base, U steps).
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ def run_mesh() -> Mesh | None:
 
 
 def one_run_chunk(loss_fn: Callable, optimizer: optax.GradientTransformation) -> Callable:
-    """The pure chunk of one run: `lax.scan` over the steps_C; step s uses key fold_in(key, s), so results do
+    """The pure chunk of one run: `lax.scan` over the steps_U; step s uses key fold_in(key, s), so results do
     not depend on the chunk size. The update is scaled by the run's own learning rate (see make_optimizer)."""
 
-    def chunk(trainable, opt_state, frozen, run_data, lr, key, steps_C):
+    def chunk(trainable, opt_state, frozen, run_data, lr, key, steps_U):
         def body(carry, step):
             tr, os = carry
             loss, grads = jax.value_and_grad(loss_fn)(tr, frozen, run_data, jax.random.fold_in(key, step))
@@ -44,8 +44,8 @@ def one_run_chunk(loss_fn: Callable, optimizer: optax.GradientTransformation) ->
             updates = jax.tree.map(lambda u: u * lr.astype(u.dtype), updates)
             return (optax.apply_updates(tr, updates), os), loss
 
-        (trainable, opt_state), losses_C = jax.lax.scan(body, (trainable, opt_state), steps_C)
-        return trainable, opt_state, losses_C
+        (trainable, opt_state), losses_U = jax.lax.scan(body, (trainable, opt_state), steps_U)
+        return trainable, opt_state, losses_U
 
     return chunk
 
@@ -53,7 +53,7 @@ def one_run_chunk(loss_fn: Callable, optimizer: optax.GradientTransformation) ->
 @dataclasses.dataclass(frozen=True)
 class RunLayout:
     """run_batch: runs of one base side by side (0 = all, vmapped). per_base: every argument has a leading base
-    axis (S, R, ...), `frozen` (S, ...); bases go one after another unless run_batch is 0. mesh: the run axis is
+    axis (E, R, ...), `frozen` (E, ...); bases go one after another unless run_batch is 0. mesh: the run axis is
     split over devices, each running its slice with the single-device program (runs padded to fit)."""
 
     run_batch: int
@@ -70,19 +70,19 @@ class RunLayout:
 
     def over_runs(self, chunk: Callable) -> Callable:
         """`chunk` of one run -> the same over every run (and base) of the program."""
-        def runs(trainable, opt_state, frozen, run_data, lr, key, steps_C):
+        def runs(trainable, opt_state, frozen, run_data, lr, key, steps_U):
             if self.run_batch == 0:  # all runs side by side: what fills an accelerator
                 return jax.vmap(chunk, in_axes=(0, 0, None, 0, 0, 0, None))(
-                    trainable, opt_state, frozen, run_data, lr, key, steps_C)
-            body = lambda xs: chunk(xs[0], xs[1], frozen, xs[2], xs[3], xs[4], steps_C)
+                    trainable, opt_state, frozen, run_data, lr, key, steps_U)
+            body = lambda xs: chunk(xs[0], xs[1], frozen, xs[2], xs[3], xs[4], steps_U)
             return jax.lax.map(body, (trainable, opt_state, run_data, lr, key), batch_size=self.run_batch)
 
         if not self.per_base:
             return runs
         if self.run_batch == 0:
             return jax.vmap(runs, in_axes=(0, 0, 0, 0, 0, 0, None))
-        return lambda tr, os, fr, rd, lr, key, steps_C: jax.lax.map(  # bases one after another too
-            lambda xs: runs(*xs, steps_C), (tr, os, fr, rd, lr, key))
+        return lambda tr, os, fr, rd, lr, key, steps_U: jax.lax.map(  # bases one after another too
+            lambda xs: runs(*xs, steps_U), (tr, os, fr, rd, lr, key))
 
     def init_optimizer(self, optimizer: optax.GradientTransformation) -> Callable:
         init = jax.vmap(optimizer.init)

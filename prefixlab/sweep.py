@@ -94,15 +94,15 @@ def run_sweep(config: SweepConfig | None, run_dir, *, resume: bool = False, forc
             log(f"match-params: prefix P={p} has {n_prefix:,} parameters; LoRA rank {lora.rank} on o,fc,proj has {n_lora:,}")
 
     t0 = time.perf_counter()
-    _, base_S, losses_ST, wall_S, cached = load_or_pretrain(
+    _, base_E, losses_EU, wall_E, cached = load_or_pretrain(
         Path(config.cache_dir), cfg, config.pretrain_mix, seeds, config.pretrain_steps, config.batch_size,
         OptimConfig(lr=config.lr), config.chunk, progress, save_every, log,
         copy_to=run_dir / "ckpt" / "base" if writer else None)
-    pre_loss_S = final_loss(losses_ST)
-    n_model = count_params(jax.tree.map(lambda x: x[0], base_S))
-    log(f"bases on {config.pretrain_mix.spec}: {config.pretrain_steps} steps, final loss {pre_loss_S.mean():.4f}, "
-        f"pretraining {wall_S.sum():.1f} s" + (f" (earlier, seeds {cached} from the cache)" if cached else ""))
-    base = dict(pre_loss_S=pre_loss_S, losses_ST=losses_ST, wall_S=wall_S, n_model=n_model)
+    pre_loss_E = final_loss(losses_EU)
+    n_model = count_params(jax.tree.map(lambda x: x[0], base_E))
+    log(f"bases on {config.pretrain_mix.spec}: {config.pretrain_steps} steps, final loss {pre_loss_E.mean():.4f}, "
+        f"pretraining {wall_E.sum():.1f} s" + (f" (earlier, seeds {cached} from the cache)" if cached else ""))
+    base = dict(pre_loss_E=pre_loss_E, losses_EU=losses_EU, wall_E=wall_E, n_model=n_model)
 
     new_records = []
     for task in config.task_mixes:
@@ -114,7 +114,7 @@ def run_sweep(config: SweepConfig | None, run_dir, *, resume: bool = False, forc
             if group in done_groups:
                 log(f"  {group:<36} done earlier, kept")
                 continue
-            recs = _run_group(config, run_dir, writer, method, task, cross, base_S, base, seeds, progress,
+            recs = _run_group(config, run_dir, writer, method, task, cross, base_E, base, seeds, progress,
                               save_every)
             new_records += recs
             em = [r["exact_match"] for r in recs if r["exact_match"] is not None]
@@ -134,15 +134,15 @@ def run_sweep(config: SweepConfig | None, run_dir, *, resume: bool = False, forc
     return records
 
 
-def _run_group(config, run_dir, writer, method, task, cross, base_S, base, seeds, progress, save_every):
+def _run_group(config, run_dir, writer, method, task, cross, base_E, base, seeds, progress, save_every):
     """Tunes and evaluates one group; the writer saves its parameters, then appends its records in one write."""
     tag = method.tag
     group, group_dir = f"{task.spec}/{tag}", run_dir / "ckpt" / task.spec / tag
     partial = ckpt.ChunkCheckpoint(group_dir.with_name(group_dir.name + ".partial"), save_every)
     runs = group_runs(method, config.prefix_lengths,
                       config.learning_rates(method.name) if method.name in LR_DEFAULTS else [0.0])
-    recs, trainable_SR, losses_SRT = tune_group(
-        method, config.model_config, base_S, task, runs, seeds, config.tune_steps, config.batch_size,
+    recs, trainable_ER, losses_ERU = tune_group(
+        method, config.model_config, base_E, task, runs, seeds, config.tune_steps, config.batch_size,
         eval_samples=config.eval_samples, chunk=config.chunk, progress=progress, cross_tasks=cross,
         resume=partial if writer else None)
     for r in recs:
@@ -150,12 +150,12 @@ def _run_group(config, run_dir, writer, method, task, cross, base_S, base, seeds
                  pretrain_steps=config.pretrain_steps, group=group, task=task.spec, method=method.name,
                  **method.record_fields(), steps=config.tune_steps if method.name != "none" else config.pretrain_steps)
         if method.name == "none":  # the pretrained base: its pretraining loss, size and time
-            r.update(final_loss=float(base["pre_loss_S"][r["seed"]]), trainable_params=base["n_model"],
-                     wall_s=float(base["wall_S"][r["seed"]]), lr=config.lr,
-                     loss_curve=loss_curve(base["losses_ST"][r["seed"]]))
+            r.update(final_loss=float(base["pre_loss_E"][r["seed"]]), trainable_params=base["n_model"],
+                     wall_s=float(base["wall_E"][r["seed"]]), lr=config.lr,
+                     loss_curve=loss_curve(base["losses_EU"][r["seed"]]))
     if writer:
-        if jax.tree.leaves(trainable_SR):
-            ckpt.save(group_dir, {"trainable": trainable_SR, "losses": losses_SRT},
+        if jax.tree.leaves(trainable_ER):
+            ckpt.save(group_dir, {"trainable": trainable_ER, "losses": losses_ERU},
                       {"kind": "tuned contexts", "group": group, "seeds": seeds, "method": method_settings(method),
                        "runs": [dataclasses.asdict(r) for r in runs],
                        "model_config": dataclasses.asdict(config.model_config)})

@@ -195,12 +195,13 @@ class Mixture:
 
     def batch(self, key, batch_size: int, test: bool = False) -> Batch:
         """A batch of B examples; a pure function of the key (jit- and vmap-able)."""
-        seq_BS, valid_B = jax.vmap(lambda k: self.example(k, test))(jax.random.split(key, batch_size))
-        seq_BS = seq_BS.astype(jnp.int32)
+        seq, valid_B = jax.vmap(  # seq: (B, 2N)
+            lambda k: self.example(k, test))(jax.random.split(key, batch_size))
+        seq = seq.astype(jnp.int32)
         T = 2 * SEQ_LEN - 1
         target_pos_T = jnp.arange(T) >= FIRST_TARGET
         mask_BT = (target_pos_T[None, :] & valid_B[:, None]).astype(jnp.float32)
-        return Batch(seq_BS[:, :-1], seq_BS[:, 1:], mask_BT)
+        return Batch(seq[:, :-1], seq[:, 1:], mask_BT)
 
 
 def parse_task(spec: str, variant: str | Variant | None = None) -> Task:

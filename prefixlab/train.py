@@ -85,7 +85,7 @@ def run_training(
     e.g. the context mask), `lr_R` and `key_R` carry a leading run axis; `frozen` is shared by all runs
     (vmap broadcasts it, so memory grows with the trainable part only).
     per_base=True: every argument has an extra leading base axis (one frozen base per pretraining seed, each
-    shared by its R runs), so all seeds' groups run in one program: shapes (S, R, ...), `frozen` (S, ...).
+    shared by its R runs), so all seeds' groups run in one program: shapes (E, R, ...), `frozen` (E, ...).
     Step s of a run uses key fold_in(its key, s), so results do not depend on the chunk size.
     Returns (trainable, losses (..., steps) as a host array, wall seconds); `chunk_times`, if given, receives
     each chunk's seconds (the first includes compilation).
@@ -139,7 +139,7 @@ def pretrain(
     progress: bool = True,
     resume=None,
 ):
-    """Pretrains one base per seed (vmapped) with dropout. Returns graphdef, params_R, losses_RS, wall_s.
+    """Pretrains one base per seed (vmapped) with dropout. Returns graphdef, params_R, losses_RU, wall_s.
     resume: a `checkpoint.ChunkCheckpoint` to continue from and save to between chunks."""
     if cfg.vocab_size != mixture.vocab_size:
         raise ValueError(f"model vocabulary {cfg.vocab_size} != task vocabulary {mixture.vocab_size}")
@@ -154,17 +154,17 @@ def pretrain(
         return lm_loss(model, mixture.batch(k_data, batch_size), None, k_drop)
 
     lr_R = jnp.full((len(seeds),), optim.lr)
-    params_R, losses_RS, wall = run_training(
+    params_R, losses_RU, wall = run_training(
         loss_fn, params_R, None, None, lr_R, make_optimizer(optim), train_key_R, steps, chunk,
         desc=f"pretrain {mixture.spec} ({len(seeds)} seeds)", progress=progress, resume=resume,
     )
-    return graphdef, params_R, losses_RS, wall
+    return graphdef, params_R, losses_RU, wall
 
 
-def final_loss(losses_RS, window: int = 100):
+def final_loss(losses_RU, window: int = 100):
     """Mean training loss over the last `window` steps, per run."""
-    w = min(window, losses_RS.shape[-1])
-    return losses_RS[..., -w:].mean(axis=-1)
+    w = min(window, losses_RU.shape[-1])
+    return losses_RU[..., -w:].mean(axis=-1)
 
 
 def model_flops_per_step(cfg: ModelConfig, batch_size: int, seq_len: int, context_len: int = 0,

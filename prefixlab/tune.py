@@ -52,7 +52,7 @@ def _run_data(runs: list[RunSpec], P: int) -> RunData:
 def tune_group(
     method: Method,
     cfg: ModelConfig,
-    base_S,
+    base_E,
     task: Mixture,
     runs: list[RunSpec],
     seeds: list[int],
@@ -65,21 +65,21 @@ def tune_group(
     cross_tasks: list[Mixture] = (),
     resume=None,
 ):
-    """Tunes every run of a group on each seed's frozen base (`base_S`: base parameters stacked over seeds),
-    all in one program, then evaluates. Returns (records, trainable_SR, losses_SRT): one record dict per
+    """Tunes every run of a group on each seed's frozen base (`base_E`: base parameters stacked over seeds),
+    all in one program, then evaluates. Returns (records, trainable_ER, losses_ERU): one record dict per
     (seed, run) with seed, context_len, lr, exact_match, token_accuracy, final_loss, trainable_params, wall_s,
     status ("ok", or "diverged" when the loss went NaN/inf: its accuracies are then None), loss_curve, and, when
     `cross_tasks` are given, cross_exact_match {task: exact match of this tuned run on that task}.
     resume: a `checkpoint.ChunkCheckpoint` for the training state (see `train.run_training`)."""
-    S, R = len(seeds), len(runs)
+    E, R = len(seeds), len(runs)
     P = max((r.context_len or 0) for r in runs)
     graphdef = method.graphdef(cfg)
-    keys_SR = jnp.stack([jnp.stack([run_key(s, method, task.spec, r.context_len, r.lr) for r in runs])
+    keys_ER = jnp.stack([jnp.stack([run_key(s, method, task.spec, r.context_len, r.lr) for r in runs])
                          for s in seeds])
-    init_keys_SR = jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, 0)))(keys_SR)
-    train_keys_SR = jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, 1)))(keys_SR)
+    init_keys_ER = jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, 0)))(keys_ER)
+    train_keys_ER = jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, 1)))(keys_ER)
     run_data_R = _run_data(runs, P)
-    run_data_SR = jax.tree.map(lambda x: jnp.broadcast_to(x, (S, *x.shape)), run_data_R)
+    run_data_ER = jax.tree.map(lambda x: jnp.broadcast_to(x, (E, *x.shape)), run_data_R)
     build = lambda tr, fr, rd: method.build(graphdef, tr, fr, rd, cfg)
 
     def loss_on(trainable, frozen, run_data, key, n=batch_size):
@@ -87,54 +87,54 @@ def tune_group(
         return lm_loss(model, task.batch(key, n), ctx, None)  # dropout off while tuning
 
     init_runs = jax.vmap(lambda base, k: method.init(k, cfg, base, P), in_axes=(None, 0))
-    trainable_SR = jax.jit(jax.vmap(init_runs))(base_S, init_keys_SR)
+    trainable_ER = jax.jit(jax.vmap(init_runs))(base_E, init_keys_ER)
     if isinstance(method, HardPrompt):
-        trainable_SR, losses_SRT, wall = _search_prompts(loss_on, base_S, runs, train_keys_SR, cfg)
+        trainable_ER, losses_ERU, wall = _search_prompts(loss_on, base_E, runs, train_keys_ER, cfg)
     elif method.name == "none":
-        losses_SRT, wall = np.zeros((S, R, 0), np.float32), 0.0  # nothing trains
+        losses_ERU, wall = np.zeros((E, R, 0), np.float32), 0.0  # nothing trains
     else:
-        lr_SR = jnp.array([[r.lr for r in runs]] * S)
-        trainable_SR, losses_SRT, wall = run_training(
-            loss_on, trainable_SR, base_S, run_data_SR, lr_SR, make_optimizer(optim), train_keys_SR, steps,
-            chunk, desc=f"{method.name} {task.spec} ({S * R} runs)", progress=progress, per_base=True, resume=resume,
+        lr_ER = jnp.array([[r.lr for r in runs]] * E)
+        trainable_ER, losses_ERU, wall = run_training(
+            loss_on, trainable_ER, base_E, run_data_ER, lr_ER, make_optimizer(optim), train_keys_ER, steps,
+            chunk, desc=f"{method.name} {task.spec} ({E * R} runs)", progress=progress, per_base=True, resume=resume,
         )
     evaluate = lambda t: jax.device_get(make_evaluator(build, t, eval_samples, per_base=True, cache_key=(method, cfg))(
-        trainable_SR, base_S, run_data_SR))
-    exact_SR, tok_SR = evaluate(task)
+        trainable_ER, base_E, run_data_ER))
+    exact_ER, tok_ER = evaluate(task)
     cross = {t.spec: evaluate(t)[0] for t in cross_tasks}
-    fl_SR = final_loss(losses_SRT) if losses_SRT.shape[-1] else np.full((S, R), np.nan)
-    diverged_SR = ~np.isfinite(losses_SRT).all(axis=-1)
+    fl_ER = final_loss(losses_ERU) if losses_ERU.shape[-1] else np.full((E, R), np.nan)
+    diverged_ER = ~np.isfinite(losses_ERU).all(axis=-1)
     records = []
     for si, seed in enumerate(seeds):
         for ri, r in enumerate(runs):
-            bad = bool(diverged_SR[si, ri])
+            bad = bool(diverged_ER[si, ri])
             acc = lambda x: None if bad else float(x)
-            rec = dict(seed=seed, context_len=r.context_len, lr=r.lr, exact_match=acc(exact_SR[si, ri]),
-                       token_accuracy=acc(tok_SR[si, ri]), final_loss=float(fl_SR[si, ri]) if np.isfinite(fl_SR[si, ri]) else None,
-                       trainable_params=method.n_params(cfg, r.context_len), wall_s=wall / (S * R),
-                       status="diverged" if bad else "ok", loss_curve=loss_curve(losses_SRT[si, ri]))
+            rec = dict(seed=seed, context_len=r.context_len, lr=r.lr, exact_match=acc(exact_ER[si, ri]),
+                       token_accuracy=acc(tok_ER[si, ri]), final_loss=float(fl_ER[si, ri]) if np.isfinite(fl_ER[si, ri]) else None,
+                       trainable_params=method.n_params(cfg, r.context_len), wall_s=wall / (E * R),
+                       status="diverged" if bad else "ok", loss_curve=loss_curve(losses_ERU[si, ri]))
             if cross:
                 rec["cross_exact_match"] = {t: acc(em[si, ri]) for t, em in cross.items()}
             records.append(rec)
-    return records, trainable_SR, losses_SRT
+    return records, trainable_ER, losses_ERU
 
 
-def _search_prompts(loss_on, base_S, runs, keys_SR, cfg):
+def _search_prompts(loss_on, base_E, runs, keys_ER, cfg):
     """Hard prompts are searched one (seed, length) at a time: the search is not a gradient program."""
     start = time.perf_counter()
-    S = keys_SR.shape[0]
+    E = keys_ER.shape[0]
     P = max(r.context_len for r in runs)
     ids, losses = [], []
-    for si in range(S):
-        base = jax.tree.map(lambda x: x[si], base_S)
+    for si in range(E):
+        base = jax.tree.map(lambda x: x[si], base_E)
         for ri, r in enumerate(runs):
             p = r.context_len
-            k_batch, k_init = jax.random.split(keys_SR[si, ri])
+            k_batch, k_init = jax.random.split(keys_ER[si, ri])
             rd = RunData(jnp.ones((p,), bool))
             # one fixed training batch scores every candidate
             loss_of_ids = lambda ids_p: loss_on({"ids_P": ids_p}, base, rd, k_batch, SEARCH_BATCH)
             best, best_loss, _ = search_prompt(loss_of_ids, cfg.vocab_size, p, k_init)
             ids.append(jnp.concatenate([best, jnp.zeros((P - p,), jnp.int32)]))
             losses.append([best_loss])
-    ids_SRP = jnp.stack(ids).reshape(S, len(runs), P)
-    return {"ids_P": ids_SRP}, np.array(losses).reshape(S, len(runs), 1), time.perf_counter() - start
+    ids_ERP = jnp.stack(ids).reshape(E, len(runs), P)
+    return {"ids_P": ids_ERP}, np.array(losses).reshape(E, len(runs), 1), time.perf_counter() - start

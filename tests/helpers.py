@@ -50,7 +50,7 @@ def check_trains_only(method, expected_paths, expected_params):
         model, ctx = method.build(graphdef, trainable, frozen, run_data, cfg)
         return lm_loss(model, task.batch(key, 16), ctx, None)
 
-    trainable_R, losses_RT, _ = run_training(loss_fn, trainable_R, base, no_context, jnp.array([3e-2]),
+    trainable_R, losses_RU, _ = run_training(loss_fn, trainable_R, base, no_context, jnp.array([3e-2]),
                                              make_optimizer(OptimConfig(weight_decay=0.0)), run_keys([2]), 40, 20,
                                              progress=False)
     paths = {"/".join(map(str, p)) for p, _ in nnx.to_flat_state(trainable_R)}
@@ -59,4 +59,4 @@ def check_trains_only(method, expected_paths, expected_params):
     assert jax.tree.all(jax.tree.map(lambda a, b: (np.asarray(a) == b).all(), base, before))
     for (p, v), (_, v0) in zip(nnx.to_flat_state(trainable_R), nnx.to_flat_state(start_R)):
         assert not np.array_equal(np.asarray(v), v0), p  # every trained weight moved
-    assert losses_RT[0, -10:].mean() < losses_RT[0, :10].mean()
+    assert losses_RU[0, -10:].mean() < losses_RU[0, :10].mean()

@@ -17,46 +17,46 @@ def bases(seeds=(0, 1)):
     return init_params(CFG, run_keys(list(seeds)))[1]
 
 
-def tune(method, runs, base_S, seeds=(0, 1), steps=20):
-    return tune_group(method, CFG, base_S, TASK, runs, list(seeds), steps, batch_size=8, chunk=10,
+def tune(method, runs, base_E, seeds=(0, 1), steps=20):
+    return tune_group(method, CFG, base_E, TASK, runs, list(seeds), steps, batch_size=8, chunk=10,
                       eval_samples=40, progress=False)
 
 
 def test_frozen_base_stays_bit_identical():
-    base_S = bases()
-    before = jax.tree.map(np.array, base_S)
+    base_E = bases()
+    before = jax.tree.map(np.array, base_E)
     for m in (Prefix(), SoftPrompt(), PrefixKV(), LoRA(rank=1)):
-        tune(m, group_runs(m, [1, 2], [1e-2]), base_S)
-    chex.assert_trees_all_equal(jax.tree.map(np.array, base_S), before)
+        tune(m, group_runs(m, [1, 2], [1e-2]), base_E)
+    chex.assert_trees_all_equal(jax.tree.map(np.array, base_E), before)
 
 
 def test_run_result_does_not_depend_on_its_group():
     """A length-1 run alone equals the same run padded to length 3 inside a group (same key, masked slots)."""
-    base_S = bases()
-    alone, tr_a, l_a = tune(Prefix(), [RunSpec(1, 1e-2)], base_S)
-    grouped, tr_g, l_g = tune(Prefix(), [RunSpec(3, 1e-2), RunSpec(1, 1e-2)], base_S)
+    base_E = bases()
+    alone, tr_a, l_a = tune(Prefix(), [RunSpec(1, 1e-2)], base_E)
+    grouped, tr_g, l_g = tune(Prefix(), [RunSpec(3, 1e-2), RunSpec(1, 1e-2)], base_E)
     np.testing.assert_allclose(l_a[:, 0], l_g[:, 1], rtol=1e-5)
     assert [r["exact_match"] for r in alone] == [r["exact_match"] for r in grouped if r["context_len"] == 1]
     assert [r["trainable_params"] for r in grouped] == [2 * 3 * 16, 2 * 1 * 16] * 2
 
 
 def test_training_lowers_the_loss_for_weight_methods():
-    base_S = bases((0,))
+    base_E = bases((0,))
     for m in (Full(), LoRA(rank=2, targets=("q", "k", "v", "o", "fc", "proj"))):
-        _, _, losses = tune(m, group_runs(m, [None], [1e-2]), base_S, seeds=(0,), steps=60)
+        _, _, losses = tune(m, group_runs(m, [None], [1e-2]), base_E, seeds=(0,), steps=60)
         assert losses[0, 0, -10:].mean() < losses[0, 0, :10].mean()
 
 
 def test_learning_rates_share_one_program_and_differ():
-    base_S = bases((0,))
-    recs, _, losses = tune(SoftPrompt(), group_runs(SoftPrompt(), [2], [1e-3, 1e-1]), base_S, seeds=(0,))
+    base_E = bases((0,))
+    recs, _, losses = tune(SoftPrompt(), group_runs(SoftPrompt(), [2], [1e-3, 1e-1]), base_E, seeds=(0,))
     assert [r["lr"] for r in recs] == [1e-3, 1e-1]
     assert not np.allclose(losses[0, 0], losses[0, 1])
 
 
 def test_hard_prompt_search_returns_valid_tokens_and_scores():
-    base_S = bases((0,))
-    recs, tr, losses = tune(HardPrompt(), group_runs(HardPrompt(), [1, 2], [0.0]), base_S, seeds=(0,))
+    base_E = bases((0,))
+    recs, tr, losses = tune(HardPrompt(), group_runs(HardPrompt(), [1, 2], [0.0]), base_E, seeds=(0,))
     ids = np.asarray(tr["ids_P"])
     assert ids.shape == (1, 2, 2) and ids.min() >= 0 and ids.max() < CFG.vocab_size
     assert all(0.0 <= r["exact_match"] <= 1.0 for r in recs)
@@ -64,16 +64,16 @@ def test_hard_prompt_search_returns_valid_tokens_and_scores():
 
 
 def test_a_diverged_run_is_marked_and_its_neighbours_are_not():
-    base_S = bases((0,))
-    recs, _, _ = tune(Prefix(), group_runs(Prefix(), [1], [1e-2, float("inf")]), base_S, seeds=(0,))
+    base_E = bases((0,))
+    recs, _, _ = tune(Prefix(), group_runs(Prefix(), [1], [1e-2, float("inf")]), base_E, seeds=(0,))
     assert [r["status"] for r in recs] == ["ok", "diverged"]
     assert recs[1]["exact_match"] is None and recs[0]["exact_match"] is not None
 
 
 def test_cross_tasks_score_each_run_on_other_tasks():
-    base_S = bases((0,))
+    base_E = bases((0,))
     other = T.parse_mixture("sort_asc")
-    recs, _, _ = tune_group(Prefix(), CFG, base_S, TASK, [RunSpec(1, 1e-2)], [0], 10, batch_size=8, chunk=10,
+    recs, _, _ = tune_group(Prefix(), CFG, base_E, TASK, [RunSpec(1, 1e-2)], [0], 10, batch_size=8, chunk=10,
                             eval_samples=40, progress=False, cross_tasks=[other])
     assert set(recs[0]["cross_exact_match"]) == {"sort_asc"}
     assert 0 <= recs[0]["cross_exact_match"]["sort_asc"] <= 1
