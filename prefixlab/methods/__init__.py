@@ -17,6 +17,7 @@ from prefixlab.methods.bias import Bias
 from prefixlab.methods.base import MAX_CONTEXT_LEN, Method, MethodError, RunData, slot_init
 from prefixlab.methods.embedding import Embedding
 from prefixlab.methods.full import Full
+from prefixlab.methods.ia3 import IA3
 from prefixlab.methods.lora import LORA_MODULES, LoRA, match_lora_to_prefix
 from prefixlab.methods.prefix import PREFIX_INITS, Prefix
 from prefixlab.methods.prefix_kv import PrefixKV
@@ -40,6 +41,7 @@ METHODS = {
     "embedding": Embedding,
     "unembedding": Unembedding,
     "bias": Bias,
+    "ia3": IA3,
 }
 
 def get_method(name: str, **settings) -> Method:
