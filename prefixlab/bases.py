@@ -21,6 +21,7 @@ import numpy as np
 
 from prefixlab import checkpoint as ckpt
 from prefixlab.config import ModelConfig
+from prefixlab.locks import PidLock
 from prefixlab.model import abstract_model
 from prefixlab.tasks import Mixture
 from prefixlab.train import OptimConfig, pretrain
@@ -55,34 +56,46 @@ def load_or_pretrain(cache: Path, cfg: ModelConfig, mixture: Mixture, seeds: lis
     root = base_dir(cache, config)
     graphdef, abstract = abstract_model(cfg)
     like = {"params": abstract, "losses": jax.ShapeDtypeStruct((steps,), jnp.float32)}
-    stored, missing = {}, []
-    for s in seeds:
-        d = root / f"seed-{s}"
-        if ckpt.exists(d):
-            tree = ckpt.restore(d, like, expect={"config": config})
-            stored[s] = (tree["params"], np.asarray(tree["losses"]), ckpt.read_meta(d)["wall_s"])
-        else:
-            missing.append(s)
-    if stored:
-        log(f"base cache {root}: seeds {sorted(stored)} restored, not retrained")
-    if missing:
-        root.mkdir(parents=True, exist_ok=True)
-        ckpt.write_json_atomic(root / "config.json", config)
-        # one state file for the missing seeds together: they train in one program
-        resume = ckpt.ChunkCheckpoint(root / f"seed-{'-'.join(map(str, missing))}.partial", save_every_s)
-        _, params_E, losses_EU, wall = pretrain(cfg, mixture, missing, steps, batch_size, optim, chunk, progress,
-                                                resume=resume)
-        for i, s in enumerate(missing):
-            params = jax.tree.map(lambda x: x[i], params_E)
-            ckpt.save(root / f"seed-{s}", {"params": params, "losses": losses_EU[i]},
-                      {"kind": "pretrained base", "config": config, "seed": s, "wall_s": wall / len(missing)})
-            stored[s] = (params, losses_EU[i], wall / len(missing))
-        resume.clear()
-        log(f"base cache {root}: seeds {missing} pretrained and stored")
+    root.mkdir(parents=True, exist_ok=True)
+    # one trainer per cache entry: a second sweep that needs these bases waits, then restores them
+    waiting = lambda pid: log(f"base cache {root}: process {pid} is training these bases; waiting for it")
+    with PidLock(root / "train.lock", wait=True, on_wait=waiting):
+        stored, missing = {}, []
+        for s in seeds:
+            d = root / f"seed-{s}"
+            if ckpt.exists(d):
+                tree = ckpt.restore(d, like, expect={"config": config}, hint=f"remove {d} to retrain that base")
+                stored[s] = (tree["params"], np.asarray(tree["losses"]), ckpt.read_meta(d)["wall_s"])
+            else:
+                missing.append(s)
+        if stored:
+            log(f"base cache {root}: seeds {sorted(stored)} restored, not retrained")
+        if missing:
+            ckpt.write_json_atomic(root / "config.json", config)
+            # one state file for the missing seeds together: they train in one program
+            resume = ckpt.ChunkCheckpoint(root / f"seed-{'-'.join(map(str, missing))}.partial", save_every_s)
+            _, params_E, losses_EU, wall = pretrain(cfg, mixture, missing, steps, batch_size, optim, chunk, progress,
+                                                    resume=resume)
+            for i, s in enumerate(missing):
+                params = jax.tree.map(lambda x: x[i], params_E)
+                ckpt.save(root / f"seed-{s}", {"params": params, "losses": losses_EU[i]},
+                          {"kind": "pretrained base", "config": config, "seed": s, "wall_s": wall / len(missing)})
+                stored[s] = (params, losses_EU[i], wall / len(missing))
+            resume.clear()
+            log(f"base cache {root}: seeds {missing} pretrained and stored")
     if copy_to is not None:
         for s in seeds:
-            if not ckpt.exists(Path(copy_to) / f"seed-{s}"):
-                shutil.copytree(root / f"seed-{s}", Path(copy_to) / f"seed-{s}", dirs_exist_ok=True)
+            dst = Path(copy_to) / f"seed-{s}"
+            if not _intact(dst):
+                shutil.rmtree(dst, ignore_errors=True)
+                shutil.copytree(root / f"seed-{s}", dst)
     params_E = jax.tree.map(lambda *xs: jnp.stack(xs), *[stored[s][0] for s in seeds])
     losses_EU = np.stack([stored[s][1] for s in seeds])
     return graphdef, params_E, losses_EU, np.array([stored[s][2] for s in seeds]), sorted(set(seeds) - set(missing))
+
+
+def _intact(directory: Path) -> bool:
+    try:
+        return ckpt.exists(directory) and bool(ckpt.verify(directory))
+    except ckpt.CheckpointError:
+        return False

@@ -3,9 +3,10 @@
 Layout of one checkpoint directory:
     <dir>/arrays/     Orbax (OCDBT) checkpoint of the tree; Orbax writes it to a temporary name and renames it
                       when complete, so a kill never leaves a half-written `arrays/`
-    <dir>/meta.json   written after `arrays/` is complete: format version, what the tree is, and the caller's
-                      description (configuration, losses summary, wall time)
-A directory without `meta.json` is an unfinished save and is treated as absent.
+    <dir>/meta.json   written after `arrays/` is complete: format version, the SHA-256 of every file under
+                      `arrays/`, what the tree is, and the caller's description (configuration, losses, wall time)
+A directory without `meta.json` is an unfinished save and is treated as absent. `restore` checks every file's
+checksum first: a damaged or missing file is a CheckpointError naming it, never a silent restore.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-FORMAT = 1
+FORMAT = 2  # 2: meta.json holds the arrays' checksums
 
 
 class CheckpointError(Exception):
@@ -32,11 +34,19 @@ def _abstract(tree):
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    with open(tmp) as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Writes `obj` as JSON to a temporary file with a unique name beside `path`, then renames it into place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _recover(directory: Path) -> None:
@@ -69,7 +79,7 @@ def save(directory: Path, tree, meta: dict) -> None:
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(fresh / "arrays", tree)
         ckptr.wait_until_finished()
-    write_json_atomic(fresh / "meta.json", {"format": FORMAT, **meta})
+    write_json_atomic(fresh / "meta.json", {"format": FORMAT, "files": file_checksums(fresh / "arrays"), **meta})
     if directory.exists():
         os.rename(directory, old)
     os.rename(fresh, directory)
@@ -84,16 +94,43 @@ def read_meta(directory: Path) -> dict:
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{path}: unreadable checkpoint description ({e})") from None
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: checkpoint format {meta.get('format')!r}, this prefixlab reads {FORMAT}")
+        raise CheckpointError(f"{path}: checkpoint format {meta.get('format')!r}, this prefixlab reads {FORMAT} "
+                              "(format 1 had no checksums: remove the directory to recompute it)")
     return meta
 
 
-def restore(directory: Path, like, expect: dict | None = None):
-    """Restores the tree saved in `directory` with the structure, shapes and dtypes of `like` (arrays or
-    ShapeDtypeStructs). `expect`: entries `meta.json` must hold (e.g. the model configuration); a mismatch or an
-    unreadable file raises CheckpointError naming the file."""
+def file_checksums(root: Path) -> dict:
+    """{path relative to root: SHA-256 of its bytes} for every file under root."""
+    out = {}
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        out[path.relative_to(root).as_posix()] = h.hexdigest()
+    return out
+
+
+def verify(directory: Path, hint: str = "") -> dict:
+    """Checks every file under `directory`/arrays against the checksums in its meta.json; returns the meta.
+    Raises CheckpointError naming the first missing, damaged or unexpected file (+ `hint`: what to do)."""
     directory = Path(directory).resolve()
     meta = read_meta(directory)
+    want, have = meta.get("files", {}), file_checksums(directory / "arrays")
+    for name in sorted(set(want) | set(have)):
+        problem = ("missing" if name not in have else "not written by this save" if name not in want
+                   else "damaged (checksum mismatch)" if have[name] != want[name] else None)
+        if problem:
+            raise CheckpointError(f"{directory / 'arrays' / name}: {problem}" + (f"; {hint}" if hint else ""))
+    return meta
+
+
+def restore(directory: Path, like, expect: dict | None = None, hint: str = ""):
+    """Restores the tree saved in `directory` with the structure, shapes and dtypes of `like` (arrays or
+    ShapeDtypeStructs). `expect`: entries `meta.json` must hold (e.g. the model configuration); a mismatch or an
+    unreadable, missing or damaged file raises CheckpointError naming the file (+ `hint`: what to do)."""
+    directory = Path(directory).resolve()
+    meta = verify(directory, hint)
     for k, v in (expect or {}).items():
         if meta.get(k) != v:
             raise CheckpointError(f"{directory / 'meta.json'}: incompatible checkpoint, {k} is {meta.get(k)!r}, "

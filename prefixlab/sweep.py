@@ -11,7 +11,6 @@ group's tuned parameters, with the method's settings). `run_sweep(..., resume=Tr
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
 from pathlib import Path
 
@@ -22,42 +21,13 @@ from prefixlab.bases import load_or_pretrain
 from prefixlab.methods import match_lora_to_prefix, method_settings
 from prefixlab.model import count_params
 from prefixlab.report import write_report
-from prefixlab.results import append_jsonl, format_table, loss_curve, read_jsonl, read_jsonl_repairing
-from prefixlab.sweep_config import CONFIG_VERSION, LR_DEFAULTS, SweepConfig, SweepError, load_config
+from prefixlab.results import append_jsonl, format_table, loss_curve, read_jsonl
+from prefixlab.run_dir import Manifest, check_writable, done_groups, lock, open_run_dir, remove_sweep_files, write_config
+from prefixlab.sweep_config import LR_DEFAULTS, SweepConfig, SweepError, load_config
 from prefixlab.train import OptimConfig, final_loss
 from prefixlab.tune import group_runs, tune_group
 
 __all__ = ["SweepConfig", "SweepError", "run_sweep", "load_config"]
-
-RUN_FILES = ("config.json", "results.jsonl", "results.csv", "summary.md", "plots", "ckpt")  # what force removes
-
-
-def _open_run_dir(config: SweepConfig | None, run_dir: Path, resume: bool, force: bool) -> SweepConfig:
-    """Checks the run directory against the request before anything is computed; returns the config to run."""
-    if resume and force:
-        raise SweepError("resume and force exclude each other")
-    if resume:
-        stored = load_config(run_dir)
-        if config is not None:
-            diff = config.resolved().differences(stored)
-            if diff:
-                raise SweepError(f"cannot resume {run_dir}: {', '.join(diff)} differ from its config.json",
-                                 diff[0])
-        return stored
-    if config is None:
-        raise SweepError("run_sweep needs a config (or resume=True to use the run directory's own)")
-    if run_dir.exists() and any(run_dir.iterdir()) and not force:
-        raise SweepError(f"{run_dir} already exists; pass --resume (resume=True) to continue it, --force "
-                         "(force=True) to replace it, or another directory")
-    return config.resolved()
-
-
-def _write_config(config: SweepConfig, run_dir: Path) -> None:
-    ckpt.write_json_atomic(run_dir / "config.json", {
-        "config_version": CONFIG_VERSION, "sweep": config.to_dict(),
-        "model_config": dataclasses.asdict(config.model_config), "variant": config.task_variant.name,
-        "jax_version": jax.__version__, "devices": [str(d) for d in jax.devices()]})
-
 
 def run_sweep(config: SweepConfig | None, run_dir, *, resume: bool = False, force: bool = False,
               progress: bool = True, save_every: float = 60.0, log=print) -> list[dict]:
@@ -68,20 +38,29 @@ def run_sweep(config: SweepConfig | None, run_dir, *, resume: bool = False, forc
     files in `run_dir` first. save_every: seconds between saves of the training state. Multi-host: every process
     computes, process 0 writes. Raises SweepError (bad request) or checkpoint.CheckpointError (unreadable state)."""
     run_dir = Path(run_dir)
-    config = _open_run_dir(config, run_dir, resume, force)
+    config = open_run_dir(config, run_dir, resume, force)
     writer = jax.process_index() == 0
-    log = log if writer else (lambda *_, **__: None)
-    results_path = run_dir / "results.jsonl"
-    done_groups = set()
-    if writer:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    if not writer:
+        return _sweep(config, run_dir, None, set(), resume, False, save_every, lambda *_, **__: None)
+    check_writable(Path(config.cache_dir), "cache_dir")
+    check_writable(run_dir, "out")
+    held = lock(run_dir)
+    try:
         if force:
-            for name in RUN_FILES:
-                path = run_dir / name
-                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        if resume and results_path.exists():
-            done_groups = {r["group"] for r in read_jsonl_repairing(results_path, log)}
-        _write_config(config, run_dir)
+            remove_sweep_files(run_dir)
+        done = done_groups(run_dir, log) if resume else set()
+        manifest = Manifest(run_dir)
+        manifest.save()
+        write_config(config, run_dir)
+        return _sweep(config, run_dir, manifest, done, resume, progress, save_every, log)
+    finally:
+        held.__exit__(None, None, None)
+
+
+def _sweep(config, run_dir, manifest, done_groups, resume, progress, save_every, log):
+    """The sweep itself; manifest is None on processes other than the writer."""
+    writer = manifest is not None
+    results_path = run_dir / "results.jsonl"
     progress = progress and writer
     seeds = list(range(config.seeds))
     cfg = config.model_config
@@ -114,7 +93,7 @@ def run_sweep(config: SweepConfig | None, run_dir, *, resume: bool = False, forc
             if group in done_groups:
                 log(f"  {group:<36} done earlier, kept")
                 continue
-            recs = _run_group(config, run_dir, writer, method, task, cross, base_E, base, seeds, progress,
+            recs = _run_group(config, run_dir, manifest, method, task, cross, base_E, base, seeds, progress,
                               save_every)
             new_records += recs
             em = [r["exact_match"] for r in recs if r["exact_match"] is not None]
@@ -134,10 +113,12 @@ def run_sweep(config: SweepConfig | None, run_dir, *, resume: bool = False, forc
     return records
 
 
-def _run_group(config, run_dir, writer, method, task, cross, base_E, base, seeds, progress, save_every):
+def _run_group(config, run_dir, manifest, method, task, cross, base_E, base, seeds, progress, save_every):
     """Tunes and evaluates one group; the writer saves its parameters, then appends its records in one write."""
-    tag = method.tag
+    tag, writer = method.tag, manifest is not None
     group, group_dir = f"{task.spec}/{tag}", run_dir / "ckpt" / task.spec / tag
+    if writer:
+        manifest.wrote(f"ckpt/{group}")
     partial = ckpt.ChunkCheckpoint(group_dir.with_name(group_dir.name + ".partial"), save_every)
     runs = group_runs(method, config.prefix_lengths,
                       config.learning_rates(method.name) if method.name in LR_DEFAULTS else [0.0])
@@ -154,11 +135,13 @@ def _run_group(config, run_dir, writer, method, task, cross, base_E, base, seeds
                      wall_s=float(base["wall_E"][r["seed"]]), lr=config.lr,
                      loss_curve=loss_curve(base["losses_EU"][r["seed"]]))
     if writer:
-        if jax.tree.leaves(trainable_ER):
+        has_checkpoint = bool(jax.tree.leaves(trainable_ER))
+        if has_checkpoint:
             ckpt.save(group_dir, {"trainable": trainable_ER, "losses": losses_ERU},
                       {"kind": "tuned contexts", "group": group, "seeds": seeds, "method": method_settings(method),
                        "runs": [dataclasses.asdict(r) for r in runs],
                        "model_config": dataclasses.asdict(config.model_config)})
         append_jsonl(run_dir / "results.jsonl", recs)
+        manifest.group_done(group, len(recs), has_checkpoint)
         partial.clear()
     return recs

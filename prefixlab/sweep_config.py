@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 from pathlib import Path
 
 from prefixlab import tasks as T
@@ -23,7 +24,8 @@ from prefixlab.methods import MAX_CONTEXT_LEN, METHODS, MethodError, get_method,
 DEFAULT_METHODS = ("none", "prompt", "soft_prompt", "prefix", "prefix_kv", "lora", "full")
 # methods that train by gradients, with their default tuning learning rates
 LR_DEFAULTS = {m: get_method(m).default_lr for m in METHODS if get_method(m).default_lr > 0}
-CONFIG_VERSION = 2  # config.json layout; 1 (before the library) stored argv
+CONFIG_VERSION = 3  # config.json layout; 1 (before the library) stored argv; 3: run directories have a manifest
+MAX_MEMORY_BYTES = 2**40  # a request estimated above this (1 TiB) is refused before anything runs
 MAX_PROMPT_SEARCH_LEN = 8  # the hard-prompt search grows as V^P
 
 
@@ -121,7 +123,10 @@ class SweepConfig:
         check(self.model in PRESETS, "model", f"unknown model {self.model!r}; valid: {', '.join(PRESETS)}")
         for name in ("pretrain_steps", "tune_steps", "seeds", "batch_size", "eval_samples", "chunk"):
             check(getattr(self, name) >= 1, name, f"{name} must be >= 1, got {getattr(self, name)}")
-        check(self.lr > 0, "lr", f"lr must be positive, got {self.lr}")
+        finite_positive = lambda v: math.isfinite(v) and v > 0
+        check(finite_positive(self.lr), "lr", f"lr must be a finite positive number, got {self.lr}")
+        check(finite_positive(self.lora_alpha), "lora_alpha",
+              f"lora_alpha must be a finite positive number, got {self.lora_alpha}")
         bad = [m for m in self.methods if m not in METHODS]
         check(self.methods and not bad, "methods", f"unknown method(s) {bad}; valid: {', '.join(METHODS)}")
         check(min(self.prefix_lengths, default=0) >= 1, "prefix_lengths", "prefix_lengths must be >= 1")
@@ -133,7 +138,8 @@ class SweepConfig:
         for m, lrs in self.tune_lr:
             check(m == "*" or m in LR_DEFAULTS, "tune_lr",
                   f"tune_lr names {m!r}, which has no learning rate; valid: {', '.join(LR_DEFAULTS)}")
-            check(all(v > 0 for v in lrs), "tune_lr", f"tune_lr values must be positive, got {lrs}")
+            check(all(finite_positive(v) for v in lrs), "tune_lr",
+                  f"tune_lr values must be finite positive numbers, got {list(lrs)}")
         try:
             self.task_mixes, self.model_config, self.method_groups()  # noqa: B018 (they raise on bad specs)
         except T.TaskError as e:
@@ -147,6 +153,23 @@ class SweepConfig:
                 raise SweepError(str(e), "tune_tasks") from e
             bad = [t for t in tune if t not in {m.spec for m in self.task_mixes}]
             check(not bad, "tune_tasks", f"tune_tasks must be tasks of --tasks; {', '.join(bad)} not in {','.join(self.tasks)}")
+        need = self.memory_estimate()
+        check(need <= MAX_MEMORY_BYTES, "seeds" if self.seeds > 64 else "batch_size",
+              f"seeds x runs x batch_size need about {need / 2**30:,.0f} GiB by estimate (weights, gradients and "
+              f"Adam state per seed + activations per run), above the {MAX_MEMORY_BYTES / 2**30:,.0f} GiB limit; "
+              "lower seeds, batch_size, prefix_lengths or tune_lr")
+
+    def memory_estimate(self) -> int:
+        """Bytes a group's program holds at most, roughly: 4 float32 copies of the model per seed (weights,
+        gradients, Adam's two moments) + per run and example the activations kept for the backward pass."""
+        from prefixlab.model import abstract_model, count_params
+
+        cfg = self.model_config
+        n_params = count_params(abstract_model(cfg)[1])
+        S = 2 * T.SEQ_LEN - 1 + max(self.prefix_lengths)
+        act = cfg.n_layer * S * (8 * cfg.d_model + 2 * max(cfg.hidden, default=0) + 2 * cfg.n_head * S) * 4 * 2
+        runs = len(self.prefix_lengths) * max([len(v) for _, v in self.tune_lr] + [1])
+        return int(self.seeds * n_params * 16 + self.seeds * runs * self.batch_size * act)
 
     # --- what the sweep runs ------------------------------------------------------------------------------------
 

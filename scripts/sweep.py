@@ -12,6 +12,8 @@ The same from Python: prefixlab.sweep.run_sweep(SweepConfig(...), out).
 from __future__ import annotations
 
 import argparse
+import math
+import signal
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -172,15 +174,24 @@ def main(argv=None) -> int:
     a = parser.parse_args(argv)
     config = to_config(parser, a, argv)
     out = Path(a.out or f"runs/sweep-{datetime.now():%Y%m%d-%H%M%S}")
-    if a.save_every < 0:
-        parser.error(f"--save-every must be >= 0, got {a.save_every}")
+    if not (math.isfinite(a.save_every) and a.save_every >= 0):
+        parser.error(f"--save-every must be a finite number >= 0, got {a.save_every}")
     if a.distributed:
-        jax.distributed.initialize()  # before any other JAX call
+        try:
+            jax.distributed.initialize()  # before any other JAX call
+        except (ValueError, RuntimeError) as e:
+            parser.error(f"--distributed: {str(e).splitlines()[0]} (set the coordinator, e.g. by a launcher such "
+                         "as SLURM, or run without --distributed)")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends like Ctrl-C
     try:
         run_sweep(config, out, resume=a.resume, force=a.force, progress=not a.quiet, save_every=a.save_every)
     except (SweepError, CheckpointError) as e:
         print(f"sweep.py: error: {cli_message(e) if isinstance(e, SweepError) else e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; finished groups and the last saved chunk are kept; continue with: "
+              f"python scripts/sweep.py --resume --out {out}", file=sys.stderr)
+        return 130
     return 0
 
 

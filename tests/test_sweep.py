@@ -20,6 +20,17 @@ def sweep(*args, cwd=None, env=None):
                           env={**os.environ, **(env or {})})
 
 
+def sweep_in_process(*args, capsys):
+    """(exit code, stderr) of scripts/sweep.py's main(args), run in this process."""
+    from tests.helpers import load_script
+
+    try:
+        rc = load_script(SWEEP).main(list(args))
+    except SystemExit as e:
+        rc = e.code
+    return rc, capsys.readouterr().err
+
+
 def rows(out):
     return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
 
@@ -44,11 +55,18 @@ def tree_bytes(path):
     (["--resume"], "cannot resume"),
     (["--tasks", "add1,add2", "--tune-tasks", "sort_asc"], "--tune-tasks must be tasks of --tasks"),
     (["--tune-tasks", "add1,,add2"], "malformed task list"),
+    (["--lr", "nan"], "--lr must be a finite positive number"),
+    (["--tune-lr", "prefix=inf"], "--tune-lr values must be finite"),
+    (["--lora-alpha", "-1"], "--lora-alpha must be a finite positive number"),
+    (["--save-every", "nan"], "--save-every must be a finite number"),
+    (["--seeds", "100000000"], "GiB by estimate"),
+    (["--batch-size", "1000000000"], "GiB by estimate"),
 ])
-def test_bad_flags_one_line_exit_2(args, needle, tmp_path):
-    r = sweep(*args, "--out", str(tmp_path / "x"), "--cache-dir", str(tmp_path / "cache"))
-    assert r.returncode == 2
-    assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
+def test_bad_flags_one_line_exit_2(args, needle, tmp_path, capsys):
+    rc, err = sweep_in_process(*args, "--out", str(tmp_path / "x"), "--cache-dir", str(tmp_path / "cache"),
+                               capsys=capsys)
+    assert rc == 2
+    assert needle in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists() and not (tmp_path / "cache").exists()
 
 
@@ -113,7 +131,7 @@ def test_corrupt_base_checkpoint_is_named(tmp_path):
     r = sweep(*args, "--out", str(tmp_path / "b"))
     assert r.returncode == 2
     err = r.stderr.strip().splitlines()
-    assert len(err) == 1 and "seed-0" in err[0] and "cannot restore" in err[0]
+    assert len(err) == 1 and "seed-0" in err[0] and "damaged (checksum mismatch)" in err[0] and "remove" in err[0]
     assert tree_bytes(tmp_path / "a") == before
 
 

@@ -28,9 +28,10 @@ class WeightAdapter(Method):
     def __post_init__(self):
         bad = [t for t in self.targets if t not in ADAPTER_MODULES]
         if bad or not self.targets:
-            raise MethodError(f"unknown {self.name} target(s) {bad or '(none)'}; valid: {', '.join(ADAPTER_MODULES)}")
+            raise MethodError(f"unknown {self.label} target(s) {bad or '(none)'}; valid: {', '.join(ADAPTER_MODULES)}")
 
     param_type: ClassVar[type] = nnx.Param  # the adapter's own parameter type, set by each subclass
+    label: ClassVar[str] = "adapter"  # its name in messages
 
     def wrap(self, linear: Linear, name: str, key) -> Linear:
         raise NotImplementedError

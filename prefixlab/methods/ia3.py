@@ -36,6 +36,7 @@ class IA3Linear(Linear):
 class IA3(WeightAdapter):
     summary: ClassVar[str] = 'IA3 scales (ones at init) on k, v outputs and the MLP hidden (PEFT)'
     param_type: ClassVar[type] = IA3Param
+    label: ClassVar[str] = "IA3"
 
     name: str = "ia3"
     targets: tuple[str, ...] = ("k", "v", "proj")

@@ -45,6 +45,7 @@ class LoRA(WeightAdapter):
 
     summary: ClassVar[str] = 'rank-r LoRA (alpha/r scale, B = 0 at init) on --lora-targets of every layer'
     param_type: ClassVar[type] = LoRAParam
+    label: ClassVar[str] = "LoRA"
 
     name: str = "lora"
     rank: int = 1

@@ -1,0 +1,145 @@
+"""Fault injection on the tiny model: each case ends as documented, and no result is lost or doubled."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from prefixlab.checkpoint import CheckpointError
+from prefixlab.locks import PidLock
+from prefixlab.sweep import SweepConfig, SweepError, run_sweep
+
+QUIET = dict(progress=False, log=lambda *a, **k: None)
+
+
+def config(cache):
+    return SweepConfig(model="tiny", pretrain="add1", tasks=("add1",), methods=("none", "prefix"),
+                       prefix_lengths=(1,), pretrain_steps=20, tune_steps=5, seeds=2, eval_samples=20, chunk=5,
+                       cache_dir=str(cache))
+
+
+def comparable(run):
+    lines = (run / "results.jsonl").read_text().splitlines()
+    return sorted(json.dumps({k: v for k, v in json.loads(line).items() if k != "wall_s"}, sort_keys=True)
+                  for line in lines)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One finished run (groups add1/none, add1/prefix; 4 records) and its cache."""
+    root = tmp_path_factory.mktemp("finished")
+    run_sweep(config(root / "cache"), root / "run", **QUIET)
+    return root
+
+
+@pytest.fixture
+def run(finished, tmp_path):
+    """A copy of the finished run, sharing its base cache."""
+    shutil.copytree(finished / "run", tmp_path / "run")
+    return tmp_path / "run"
+
+
+def dead_pid():
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_a_torn_last_line_reruns_its_group(finished, run):
+    data = (run / "results.jsonl").read_bytes()
+    (run / "results.jsonl").write_bytes(data[: data.rstrip(b"\n").rfind(b"\n") + 40])  # cut inside the last line
+    run_sweep(None, run, resume=True, **QUIET)
+    assert comparable(run) == comparable(finished / "run")
+
+
+def test_records_without_their_manifest_entry_are_not_doubled(finished, run):
+    manifest = json.loads((run / "manifest.json").read_text())
+    del manifest["groups"]["add1/prefix"]  # as if killed between the append and the manifest update
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    run_sweep(None, run, resume=True, **QUIET)
+    assert comparable(run) == comparable(finished / "run")
+
+
+def test_a_deleted_checkpoint_file_reruns_its_group(finished, run):
+    victim = next(p for p in sorted((run / "ckpt" / "add1" / "prefix" / "arrays").rglob("*")) if p.is_file())
+    victim.unlink()
+    logs = []
+    run_sweep(None, run, resume=True, progress=False, log=lambda *a, **k: logs.append(" ".join(map(str, a))))
+    assert any(victim.name in line and "missing" in line for line in logs)
+    assert comparable(run) == comparable(finished / "run")
+    from prefixlab.analysis import load_run
+    load_run(run).model("add1", "prefix", 0)  # restorable again
+
+
+def test_flipped_bytes_in_a_cached_base_are_named(finished, tmp_path):
+    cache = tmp_path / "cache"
+    shutil.copytree(finished / "cache", cache)
+    data_file = max((p for p in cache.rglob("seed-0/arrays/**/*") if p.is_file()), key=lambda p: p.stat().st_size)
+    raw = bytearray(data_file.read_bytes())
+    raw[len(raw) // 2: len(raw) // 2 + 64] = bytes(b ^ 0xFF for b in raw[len(raw) // 2: len(raw) // 2 + 64])
+    data_file.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="damaged.*remove .*seed-0 to retrain"):
+        run_sweep(config(cache), tmp_path / "run", **QUIET)
+
+
+def test_a_second_writer_is_refused_and_a_dead_ones_lock_taken_over(finished, run):
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / "sweep.lock").write_text(f"{holder.pid}\n")
+        before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+        with pytest.raises(SweepError, match=f"in use by process {holder.pid}"):
+            run_sweep(None, run, resume=True, **QUIET)
+        assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    (run / "sweep.lock").write_text(f"{dead_pid()}\n")
+    run_sweep(None, run, resume=True, **QUIET)
+    assert comparable(run) == comparable(finished / "run") and not (run / "sweep.lock").exists()
+
+
+def test_a_lock_waiter_gets_the_entry_once_its_holder_dies(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
+    (tmp_path / "train.lock").write_text(f"{holder.pid}\n")
+    waited = []
+    try:
+        with PidLock(tmp_path / "train.lock", wait=True, on_wait=waited.append, poll_s=0.1):
+            assert (tmp_path / "train.lock").read_text().strip() == str(os.getpid())
+    finally:
+        holder.wait()
+    assert waited == [holder.pid] and not (tmp_path / "train.lock").exists()
+
+
+def test_unwritable_paths_are_refused_before_anything_is_written(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SweepError, match="cache_dir .* not a writable directory"):
+        run_sweep(config(tmp_path / "file"), tmp_path / "run", **QUIET)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(SweepError, match="out .* not a writable directory"):
+        run_sweep(config(tmp_path / "cache"), tmp_path / "file" / "run", **QUIET)
+    with pytest.raises(SweepError, match="is a file"):
+        run_sweep(config(tmp_path / "cache"), tmp_path / "file", **QUIET)
+
+
+def test_force_refuses_a_foreign_directory(tmp_path):
+    mine = tmp_path / "project" / "ckpt" / "myproject" / "weights.bin"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"precious")
+    with pytest.raises(SweepError, match="not a prefixlab run directory"):
+        run_sweep(config(tmp_path / "cache"), tmp_path / "project", force=True, **QUIET)
+    assert mine.read_bytes() == b"precious"
+
+
+def test_force_removes_only_the_sweeps_files_and_no_link_target(finished, run, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "figure.png").write_bytes(b"keep")
+    shutil.rmtree(run / "plots")
+    (run / "plots").symlink_to(elsewhere)
+    (run / "notes.txt").write_text("mine")
+    run_sweep(config(finished / "cache"), run, force=True, **QUIET)
+    assert (elsewhere / "figure.png").read_bytes() == b"keep" and (run / "notes.txt").read_text() == "mine"
+    assert comparable(run) == comparable(finished / "run")
