@@ -1,8 +1,19 @@
+import os
+import tempfile
+
 import jax
 import pytest
 
 # Implicit rank promotion hides shape bugs: make it an error throughout the suite.
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# The suite's time is mostly XLA compiling the same tiny programs again (new closures, child processes): one
+# persistent compilation cache for the session, inherited by the scripts the tests start, compiles each once.
+_CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="prefixlab-test-xla-"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                  float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 
 @pytest.fixture
