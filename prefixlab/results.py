@@ -26,6 +26,21 @@ def append_jsonl(path: Path, records: dict | list[dict]) -> None:
         os.close(fd)
 
 
+# what summaries, tables and plots read from every record
+REQUIRED_FIELDS = ("task", "method", "context_len", "lora_rank", "lr", "steps", "trainable_params", "exact_match",
+                   "token_accuracy", "wall_s")
+
+
+def check_records(records: list, path) -> None:
+    """Raises ValueError naming the first line of `path` that is not a record object with REQUIRED_FIELDS."""
+    for i, r in enumerate(records, 1):
+        if not isinstance(r, dict):
+            raise ValueError(f"{path}, line {i}: a {type(r).__name__}, not a record object")
+        missing = [k for k in REQUIRED_FIELDS if k not in r]
+        if missing:
+            raise ValueError(f"{path}, line {i}: record without {', '.join(missing)}")
+
+
 def read_jsonl(path: Path) -> list[dict]:
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]

@@ -71,6 +71,21 @@ def check_writable(path: Path, field: str) -> None:
         raise SweepError(f"{field} {path} is not a writable directory ({e.strerror or e})", field) from None
 
 
+def output_file_problem(path) -> str | None:
+    """Why a result file cannot be written at `path` (checked before computing), or None."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a directory"
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{path}: {parent} is a file"
+    if not os.access(parent, os.W_OK):
+        return f"{path}: {parent} is not writable"
+    return None
+
+
 def open_run_dir(config: SweepConfig | None, run_dir: Path, resume: bool, force: bool) -> SweepConfig:
     """Checks the run directory against the request before anything is computed; returns the config to run."""
     if resume and force:

@@ -29,6 +29,9 @@ import jax  # noqa: E402
 
 from prefixlab.benchmark import (REFERENCE, BenchmarkError, bench_eval, bench_prefix_runs, bench_pretrain, matmul_peak,  # noqa: E402
                                  same_day_reference)
+from prefixlab.run_dir import output_file_problem  # noqa: E402
+
+PARTS = {"pretrain", "eval", "runs"}
 
 
 def main(argv=None):
@@ -47,6 +50,12 @@ def main(argv=None):
     if a.reference_python and not shutil.which(a.reference_python):
         p.exit(2, f"bench.py: error: --reference-python {a.reference_python}: no such interpreter\n")
     skip = set(a.skip.split(",")) - {""}
+    problem = (output_file_problem(a.out) or (f"--skip: unknown part(s) {sorted(skip - PARTS)}" if skip - PARTS else None)
+               or (None if all(k.strip().isdigit() and int(k) > 0 for k in a.ks.split(",")) else
+                   f"--ks must be a comma list of positive integers, got {a.ks!r}")
+               or (None if a.eval_samples > 0 else f"--eval-samples must be >= 1, got {a.eval_samples}"))
+    if problem:  # before minutes of measuring
+        p.exit(2, f"bench.py: error: {problem}\n")
     dev = jax.devices()[0]
     res = {"machine": {"platform": dev.platform, "device": str(dev.device_kind), "devices": jax.device_count(),
                        "cpu": platform.processor() or platform.machine(), "jax": jax.__version__},

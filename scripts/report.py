@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from prefixlab.report import write_report  # noqa: E402
-from prefixlab.results import read_jsonl_repairing  # noqa: E402
+from prefixlab.results import check_records, read_jsonl_repairing  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -29,6 +29,10 @@ def main(argv=None) -> int:
         records = read_jsonl_repairing(path)
     except ValueError as e:
         p.exit(2, f"report.py: error: {path} is not JSON lines ({e})\n")
+    try:
+        check_records(records, path)  # before anything is written
+    except ValueError as e:
+        p.exit(2, f"report.py: error: {e}\n")
     if not records:
         p.exit(2, f"report.py: error: {path} holds no results\n")
     for f in write_report(Path(a.out), records):

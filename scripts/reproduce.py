@@ -38,7 +38,10 @@ def main(argv=None) -> int:
         p.exit(2, f"reproduce.py: error: unknown section(s) {bad}; valid: {', '.join(SECTIONS)}\n")
     from prefixlab.sweep import SweepError
 
+    from prefixlab.run_dir import check_writable
+
     try:
+        check_writable(Path(a.out), "--out")  # before any section computes
         run_reproduction(a.profile, a.out, sections, a.cache_dir)
     except SweepError as e:  # a sweep that cannot run or resume as configured: one line, as for a bad flag
         p.exit(2, f"reproduce.py: error: {e}\n")

@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from prefixlab.config import PRESETS  # noqa: E402
+from prefixlab.run_dir import output_file_problem  # noqa: E402
 from prefixlab.theory import checks  # noqa: E402
 
 
@@ -34,6 +35,9 @@ def main(argv=None):
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--out", help="write the table as JSON to this path")
     args = ap.parse_args(argv)
+    problem = args.out and output_file_problem(args.out)
+    if problem:  # before minutes of computing
+        ap.exit(2, f"theory.py: error: --out {problem}\n")
     try:
         data = checks.timed_part(args.cmd, " ".join(sys.argv), args.seed, getattr(args, "model_dir", "tiny"),
                                  log=print)

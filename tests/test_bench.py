@@ -18,10 +18,20 @@ def run(script, *args):
 @pytest.mark.parametrize("args, needle", [
     (["--steps", "150", "--chunk", "100"], "--steps must be a positive multiple of --chunk"),
     (["--reference-python", "/no/such/python"], "no such interpreter"),
+    (["--skip", "pretrain,warmup"], "--skip: unknown part(s) ['warmup']"),
+    (["--ks", "1,x"], "--ks must be a comma list of positive integers"),
+    (["--eval-samples", "0"], "--eval-samples must be >= 1"),
+    (["--out", "{tmp}/file/b.json"], "file is a file"),
 ])
-def test_bench_bad_flags_one_line_exit_2(args, needle, tmp_path):
-    r = run("bench.py", *args, "--out", str(tmp_path / "b.json"))
-    assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
+def test_bench_bad_flags_one_line_exit_2_before_measuring(args, needle, tmp_path, capsys):
+    from tests.helpers import load_script
+
+    (tmp_path / "file").write_text("x")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    with pytest.raises(SystemExit) as e:
+        load_script(SCRIPTS / "bench.py").main([*args] if "--out" in args else [*args, "--out", str(tmp_path / "b.json")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and needle in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "b.json").exists()
 
 

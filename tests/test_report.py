@@ -41,6 +41,22 @@ def test_report_script_refuses_a_missing_directory(tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
 
 
+def test_report_script_refuses_bad_lines_before_writing(tmp_path, capsys):
+    from tests.helpers import load_script
+
+    main = load_script(REPORT).main
+    for bad, needle in (('[1, 2]\n', "line 13: a list, not a record object"),
+                        ('{"task": "add1"}\n', "line 13: record without method")):
+        (tmp_path / "results.jsonl").write_text("".join(__import__("json").dumps(r) + "\n" for r in records()) + bad)
+        try:
+            main([str(tmp_path)])
+        except SystemExit as e:
+            assert e.code == 2
+        err = capsys.readouterr().err
+        assert needle in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "results.csv").exists() and not (tmp_path / "summary.md").exists()
+
+
 def test_write_report_lists_its_files(tmp_path):
     files = write_report(tmp_path, records())
     assert {f.name for f in files} == {"results.csv", "summary.md", *PLOTS}

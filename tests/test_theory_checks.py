@@ -48,3 +48,9 @@ def test_theory_script_writes_the_json_table_and_refuses_an_unknown_preset(tmp_p
     data = json.loads((tmp_path / "t.json").read_text())
     assert len(data["rows"]) == 8 and all(r["holds"] for r in data["rows"])
     assert "8 checks, 0 failing" in capsys.readouterr().out
+
+
+def test_theory_py_checks_out_before_computing(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        load_script(Path(__file__).resolve().parent.parent / "scripts" / "theory.py").main(["all", "--out", str(tmp_path)])
+    assert e.value.code == 2 and "is a directory" in capsys.readouterr().err
