@@ -3,6 +3,7 @@ groups are complete, resume's view of what is done, and `force`'s cleanup of onl
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -23,13 +24,18 @@ LOCK = "sweep.lock"
 TOP_FILES = ("config.json", "results.jsonl", "results.csv", "summary.md", "plots", "ckpt/base", MANIFEST)
 
 
-def lock(run_dir: Path) -> PidLock:
-    """The run directory's lock, taken: a second writer is refused in one line naming the holder."""
+@contextlib.contextmanager
+def lock(run_dir: Path):
+    """`with lock(run_dir):` one writer at a time; a second is refused in one line naming the holder."""
     try:
-        return PidLock(run_dir / LOCK).__enter__()
+        held = PidLock(run_dir / LOCK).__enter__()
     except LockHeld as e:
         raise SweepError(f"{run_dir} is in use by process {e.pid} ({e.path}); wait for it to finish or use "
                          "another directory", "out") from None
+    try:
+        yield
+    finally:
+        held.__exit__(None, None, None)
 
 
 class Manifest:

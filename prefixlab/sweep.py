@@ -44,8 +44,7 @@ def run_sweep(config: SweepConfig | None, run_dir, *, resume: bool = False, forc
         return _sweep(config, run_dir, None, set(), resume, False, save_every, lambda *_, **__: None)
     check_writable(Path(config.cache_dir), "cache_dir")
     check_writable(run_dir, "out")
-    held = lock(run_dir)
-    try:
+    with lock(run_dir):
         if force:
             remove_sweep_files(run_dir)
         done = done_groups(run_dir, log) if resume else set()
@@ -53,8 +52,6 @@ def run_sweep(config: SweepConfig | None, run_dir, *, resume: bool = False, forc
         manifest.save()
         write_config(config, run_dir)
         return _sweep(config, run_dir, manifest, done, resume, progress, save_every, log)
-    finally:
-        held.__exit__(None, None, None)
 
 
 def _sweep(config, run_dir, manifest, done_groups, resume, progress, save_every, log):

@@ -86,13 +86,6 @@ class LoRA(WeightAdapter):
     def record_fields(self):
         return {**super().record_fields(), "lora_rank": self.rank, "lora_targets": ",".join(self.targets)}
 
-    def n_params(self, cfg, p):
-        D, H, K = cfg.d_model, cfg.n_head, cfg.hd
-        widths = (D, *cfg.hidden, D)
-        dims = {"q": (D, H * K), "k": (D, H * K), "v": (D, H * K), "o": (H * K, D),
-                "fc": (widths[0], widths[1]), "proj": (widths[-2], widths[-1])}
-        return cfg.n_layer * sum(self.rank * sum(dims[t]) for t in self.targets)
-
 
 def match_lora_to_prefix(cfg: ModelConfig, prefix_len: int, targets=("o", "fc", "proj")) -> tuple[LoRA, int, int]:
     """The LoRA rank on `targets` whose trainable-parameter count is closest to a `prefix` of length
