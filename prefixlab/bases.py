@@ -37,7 +37,10 @@ def default_cache_dir() -> Path:
 
 
 def pretrain_config(cfg: ModelConfig, mixture: Mixture, steps: int, batch_size: int, optim: OptimConfig) -> dict:
-    config = {"model_config": dataclasses.asdict(cfg), "pretrain": mixture.spec, "vocab_size": mixture.vocab_size,
+    model_config = dataclasses.asdict(cfg)
+    if model_config["compute_dtype"] is None:  # keeps the keys of entries made before the field existed
+        del model_config["compute_dtype"]
+    config = {"model_config": model_config, "pretrain": mixture.spec, "vocab_size": mixture.vocab_size,
               "steps": steps, "batch_size": batch_size, "optim": dataclasses.asdict(optim), "numerics": NUMERICS,
               "checkpoint_format": ckpt.FORMAT}  # an entry of an older format is another entry, not an error
     return json.loads(json.dumps(config, sort_keys=True))  # as it reads back from meta.json

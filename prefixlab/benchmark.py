@@ -54,8 +54,8 @@ def timed_training(loss_fn, trainable_R, frozen, run_data_R, key_R, steps, chunk
     return sum(times[1:])
 
 
-def bench_pretrain(name, steps, chunk):
-    cfg = preset(name)
+def bench_pretrain(name, steps, chunk, compute_dtype=None):
+    cfg = preset(name, compute_dtype=compute_dtype)
     mix = T.parse_mixture("sort_asc")
     graphdef, params_R = init_params(cfg, run_keys([0]))
 
@@ -65,12 +65,12 @@ def bench_pretrain(name, steps, chunk):
 
     wall = timed_training(loss_fn, params_R, None, None, run_keys([1]), steps, chunk)
     flops = model_flops_per_step(cfg, 64, SEQ, scored=SEQ - T.FIRST_TARGET)  # what lm_loss executes
-    return {"model": name, "steps": steps, "ms_per_step": 1e3 * wall / steps, "steps_per_s": steps / wall,
+    return {"model": name, "compute_dtype": cfg.compute_dtype or cfg.dtype, "steps": steps, "ms_per_step": 1e3 * wall / steps, "steps_per_s": steps / wall,
             "model_gflop_per_step": flops / 1e9, "achieved_gflops": flops * steps / wall / 1e9}
 
 
-def bench_eval(name, n):
-    cfg = preset(name)
+def bench_eval(name, n, compute_dtype=None):
+    cfg = preset(name, compute_dtype=compute_dtype)
     graphdef, params_R = init_params(cfg, run_keys([0]))
     ev = make_evaluator(base_builder(graphdef), T.parse_mixture("sort_asc"), n)
     t = time.perf_counter()
@@ -78,7 +78,7 @@ def bench_eval(name, n):
     compile_and_run = time.perf_counter() - t
     t = time.perf_counter()
     jax.block_until_ready(ev(params_R, None, None))
-    return {"model": name, "samples": n, "eval_s": time.perf_counter() - t, "first_call_s": compile_and_run}
+    return {"model": name, "compute_dtype": cfg.compute_dtype or cfg.dtype, "samples": n, "eval_s": time.perf_counter() - t, "first_call_s": compile_and_run}
 
 
 def bench_prefix_runs(ks, steps, chunk, P=1):

@@ -43,13 +43,17 @@ class ModelConfig:
     pos_emb: bool = True
     head_bias: bool = False
     dropout: float = 0.1
-    dtype: str = "float32"  # or "float64" (needs jax_enable_x64)
+    dtype: str = "float32"  # parameters: or "float64" (needs jax_enable_x64)
+    compute_dtype: str | None = None  # the Linear matmuls' operands: None (= dtype) or "bfloat16" (precision.py)
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if self.compute_dtype not in (None, self.dtype) and (self.compute_dtype, self.dtype) != ("bfloat16", "float32"):
+            raise ValueError(f"compute_dtype must be None, {self.dtype!r} or (for a float32 model) 'bfloat16', "
+                             f"got {self.compute_dtype!r}")
         if self.head_dim is None and self.d_model % self.n_head:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_head {self.n_head}")
 

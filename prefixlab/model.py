@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from prefixlab.config import ACTIVATIONS, ModelConfig
+from prefixlab.precision import matmul
 from prefixlab.rng import keep_mask
 
 INIT_STD = 0.02
@@ -47,14 +48,20 @@ class Context:
 
 class Linear(nnx.Module):
     """y = x W + b. A weight adapter (methods/adapter.py) is a subclass that keeps `kernel` and `bias`, so the
-    base's parameters keep their paths and a frozen base merges into an adapted graph unchanged."""
+    base's parameters keep their paths and a frozen base merges into an adapted graph unchanged. The matmul runs
+    in `compute_dtype` (prefixlab/precision.py); None: the parameters' dtype."""
 
-    def __init__(self, d_in, d_out, *, rngs, dtype, std=INIT_STD, bias=True):
+    def __init__(self, d_in, d_out, *, rngs, dtype, std=INIT_STD, bias=True, compute_dtype=None):
         self.kernel = nnx.Param(jax.random.normal(rngs.params(), (d_in, d_out), dtype) * std)
         self.bias = nnx.Param(jnp.zeros((d_out,), dtype)) if bias else None
+        self.compute_dtype = compute_dtype or jnp.dtype(dtype).name
+
+    def share_weights(self, base: "Linear"):
+        """Takes the base's kernel, bias and compute dtype (for an adapter subclass)."""
+        self.kernel, self.bias, self.compute_dtype = base.kernel, base.bias, base.compute_dtype
 
     def project(self, x):
-        return x @ self.kernel[...]
+        return matmul(x, self.kernel[...], self.compute_dtype)
 
     def __call__(self, x):
         y = self.project(x)
@@ -86,6 +93,10 @@ def _dropout(x, rate, key):
     return jnp.where(keep, x * scale, 0.0).astype(x.dtype)
 
 
+def _linear(cfg: ModelConfig, d_in, d_out, rngs, **kw) -> Linear:
+    return Linear(d_in, d_out, rngs=rngs, dtype=cfg.jnp_dtype, compute_dtype=cfg.compute_dtype, **kw)
+
+
 def _split_key(key, n):
     return [None] * n if key is None else list(jax.random.split(key, n))
 
@@ -95,14 +106,13 @@ ATTENTION_LINEARS = ("q", "k", "v", "o")
 
 class Attention(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs):
-        dt, H, K, D = cfg.jnp_dtype, cfg.n_head, cfg.hd, cfg.d_model
+        H, K, D = cfg.n_head, cfg.hd, cfg.d_model
         self.cfg = cfg
         # q, k, v are three Linear modules so an adapter can wrap each; unadapted they run as one matmul.
-        self.q = Linear(D, H * K, rngs=rngs, dtype=dt)
-        self.k = Linear(D, H * K, rngs=rngs, dtype=dt)
-        self.v = Linear(D, H * K, rngs=rngs, dtype=dt)
-        out_std = INIT_STD / math.sqrt(2 * cfg.n_layer)
-        self.o = Linear(H * K, D, rngs=rngs, dtype=dt, std=out_std)
+        self.q = _linear(cfg, D, H * K, rngs)
+        self.k = _linear(cfg, D, H * K, rngs)
+        self.v = _linear(cfg, D, H * K, rngs)
+        self.o = _linear(cfg, H * K, D, rngs, std=INIT_STD / math.sqrt(2 * cfg.n_layer))
 
     def qkv(self, h_BSD):
         B, S, _ = h_BSD.shape
@@ -111,7 +121,7 @@ class Attention(nnx.Module):
             # one (D, 3HK) matmul instead of three: XLA on CPU does not merge them itself (scripts/bench.py)
             w = jnp.concatenate([self.q.kernel[...], self.k.kernel[...], self.v.kernel[...]], axis=1)
             b = jnp.concatenate([self.q.bias[...], self.k.bias[...], self.v.bias[...]])
-            q, k, v = jnp.split(h_BSD @ w + _lead(b, 3), 3, axis=-1)
+            q, k, v = jnp.split(matmul(h_BSD, w, self.q.compute_dtype) + _lead(b, 3), 3, axis=-1)
             return q.reshape(shape), k.reshape(shape), v.reshape(shape)
         return self.q(h_BSD).reshape(shape), self.k(h_BSD).reshape(shape), self.v(h_BSD).reshape(shape)
 
@@ -138,14 +148,13 @@ def linear_names(cfg: ModelConfig) -> list[str]:
 
 class MLP(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs):
-        dt, widths = cfg.jnp_dtype, (cfg.d_model, *cfg.hidden, cfg.d_model)
+        widths = (cfg.d_model, *cfg.hidden, cfg.d_model)
         self.act = ACTIVATIONS[cfg.activation]
         n = len(widths) - 1
         self.cfg = cfg
         out_std = INIT_STD / math.sqrt(2 * cfg.n_layer)
         self.layers = nnx.List([
-            Linear(widths[i], widths[i + 1], rngs=rngs, dtype=dt, std=out_std if i == n - 1 else INIT_STD)
-            for i in range(n)
+            _linear(cfg, widths[i], widths[i + 1], rngs, std=out_std if i == n - 1 else INIT_STD) for i in range(n)
         ])
 
     @property
@@ -231,7 +240,7 @@ class Transformer(nnx.Module):
         )
         self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layer)])
         self.ln_f = LayerNorm(cfg.d_model, dtype=dt) if cfg.ln_final else None
-        self.head = Linear(cfg.d_model, cfg.vocab_size, rngs=rngs, dtype=dt, bias=cfg.head_bias)
+        self.head = _linear(cfg, cfg.d_model, cfg.vocab_size, rngs, bias=cfg.head_bias)
 
     # -- embeddings ---------------------------------------------------------------------------------------
     def embed(self, tokens_BT, positions_T):

@@ -26,7 +26,8 @@ DEFAULT_METHODS = ("none", "prompt", "soft_prompt", "prefix", "prefix_kv", "lora
 LR_DEFAULTS = {m: get_method(m).default_lr for m in METHODS if get_method(m).default_lr > 0}
 CONFIG_VERSION = 3  # config.json layout; 1 (before the library) stored argv; 3: run directories have a manifest
 MAX_MEMORY_BYTES = 2**40  # a request estimated above this (1 TiB) is refused before anything runs
-MAX_PROMPT_SEARCH_LEN = 8  # the hard-prompt search grows as V^P
+MAX_PROMPT_SEARCH_LEN = 8
+COMPUTE_DTYPES = ("float32", "bfloat16")  # the hard-prompt search grows as V^P
 
 
 class SweepError(ValueError):
@@ -93,6 +94,7 @@ class SweepConfig:
     eval_samples: int = 3200
     chunk: int = 250
     cross_eval: bool = True
+    compute_dtype: str = "float32"  # or "bfloat16": the Linear matmuls' operands (prefixlab/precision.py)
     cache_dir: str | None = None  # None: $PREFIXLAB_CACHE or runs/base-cache, fixed when the sweep starts
 
     def __post_init__(self):
@@ -121,6 +123,8 @@ class SweepConfig:
                 raise SweepError(message, field)
 
         check(self.model in PRESETS, "model", f"unknown model {self.model!r}; valid: {', '.join(PRESETS)}")
+        check(self.compute_dtype in COMPUTE_DTYPES, "compute_dtype",
+              f"compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {self.compute_dtype!r}")
         for name in ("pretrain_steps", "tune_steps", "seeds", "batch_size", "eval_samples", "chunk"):
             check(getattr(self, name) >= 1, name, f"{name} must be >= 1, got {getattr(self, name)}")
         finite_positive = lambda v: math.isfinite(v) and v > 0
@@ -197,7 +201,8 @@ class SweepConfig:
 
     @functools.cached_property
     def model_config(self) -> ModelConfig:
-        return preset(self.model, vocab_size=self.task_variant.vocab_size)
+        low = None if self.compute_dtype == "float32" else self.compute_dtype
+        return preset(self.model, vocab_size=self.task_variant.vocab_size, compute_dtype=low)
 
     def learning_rates(self, method: str) -> list[float]:
         """The tuning learning rates of `method`: its tune_lr entry, else the "*" entry, else its default."""

@@ -3,8 +3,9 @@
 
 Measures, in one run on this machine:
   - the dense f32 matmul peak through XLA (GFLOP/s), the yardstick for utilisation;
-  - pretraining steps/s and achieved GFLOP/s for paper-exp1 and paper-exp3 at batch 64 (one run, dropout on);
-  - the time to evaluate 3,200 test samples on paper-exp3 (greedy decoding with a kv cache);
+  - pretraining steps/s and achieved GFLOP/s for paper-exp1 and paper-exp3 at batch 64 (one run, dropout on),
+    in float32 and with bfloat16 matmuls (--compute-dtype), back to back, and their ratio;
+  - the time to evaluate 3,200 test samples on paper-exp3 (greedy decoding with a kv cache), in both dtypes;
   - K = 1, 8, 64 prefix-tuning runs over one frozen paper-exp1 base in one compiled program: run-steps/s and
     the ratio of the program's time to K sequential single runs (measured as K x one run), for the default
     schedule (on CPU, CPU_RUN_BATCH runs side by side) and the alternatives: one at a time, all vmapped.
@@ -32,6 +33,7 @@ from prefixlab.benchmark import (REFERENCE, BenchmarkError, bench_eval, bench_pr
 from prefixlab.run_dir import output_file_problem  # noqa: E402
 
 PARTS = {"pretrain", "eval", "runs"}
+DTYPES = ("float32", "bfloat16")  # compute dtypes, measured back to back
 
 
 def main(argv=None):
@@ -67,29 +69,33 @@ def main(argv=None):
         ref_runs = [same_day_reference(a.reference_python, a.steps)] if a.reference_python else []
         for name in ("paper-exp1", "paper-exp3"):
             steps = a.steps if name == "paper-exp1" else max(a.chunk, a.steps // 5 // a.chunk * a.chunk)
-            r = bench_pretrain(name, steps, a.chunk)
-            r["speedup_vs_reference"] = REFERENCE[f"{name}_ms_per_step"] / r["ms_per_step"]
-            r["fraction_of_matmul_peak"] = r["achieved_gflops"] / res["matmul_peak_gflops"]
-            res["pretrain"].append(r)
-            print(f"pretrain {name}: {r['ms_per_step']:.2f} ms/step ({r['steps_per_s']:.1f} steps/s), "
-                  f"{r['achieved_gflops']:.0f} GFLOP/s = {100 * r['fraction_of_matmul_peak']:.0f} % of the matmul peak, "
-                  f"{r['speedup_vs_reference']:.1f}x the reference's steps/s", flush=True)
+            for dtype in DTYPES:
+                r = bench_pretrain(name, steps, a.chunk, None if dtype == "float32" else dtype)
+                r["speedup_vs_reference"] = REFERENCE[f"{name}_ms_per_step"] / r["ms_per_step"]
+                r["fraction_of_matmul_peak"] = r["achieved_gflops"] / res["matmul_peak_gflops"]
+                res["pretrain"].append(r)
+                print(f"pretrain {name} {dtype}: {r['ms_per_step']:.2f} ms/step ({r['steps_per_s']:.1f} steps/s), "
+                      f"{r['achieved_gflops']:.0f} GFLOP/s = {100 * r['fraction_of_matmul_peak']:.0f} % of the f32 "
+                      f"matmul peak, {r['speedup_vs_reference']:.1f}x the reference's steps/s", flush=True)
+            f32, bf16 = res["pretrain"][-2:]
+            print(f"  {name}: the bfloat16 step is {f32['ms_per_step'] / bf16['ms_per_step']:.2f}x as fast as float32")
         if ref_runs:
             ref_runs.append(same_day_reference(a.reference_python, a.steps))
             res["reference_same_day"] = {"before": ref_runs[0], "after": ref_runs[1]}
-            for r in res["pretrain"]:
+            for r in res["pretrain"][::len(DTYPES)]:  # the float32 rows
                 ref_ms = [run[r["model"]] for run in ref_runs]
                 r["same_day_reference_ms"] = sum(ref_ms) / 2
                 r["speedup_vs_same_day_reference"] = r["same_day_reference_ms"] / r["ms_per_step"]
                 print(f"  {r['model']}: the reference step measured {ref_ms[0]:.2f} ms before and {ref_ms[1]:.2f} ms "
                       f"after: {r['speedup_vs_same_day_reference']:.2f}x its steps/s", flush=True)
     if "eval" not in skip:
-        r = bench_eval("paper-exp3", a.eval_samples)
-        r["speedup_vs_reference"] = REFERENCE["eval_3200_paper-exp3_s"] * a.eval_samples / 3200 / r["eval_s"]
-        res["eval"] = r
-        print(f"evaluate {a.eval_samples} samples on paper-exp3: {r['eval_s']:.2f} s "
-              f"(first call with compilation {r['first_call_s']:.1f} s), {r['speedup_vs_reference']:.0f}x the reference",
-              flush=True)
+        res["eval"] = []
+        for dtype in DTYPES:
+            r = bench_eval("paper-exp3", a.eval_samples, None if dtype == "float32" else dtype)
+            r["speedup_vs_reference"] = REFERENCE["eval_3200_paper-exp3_s"] * a.eval_samples / 3200 / r["eval_s"]
+            res["eval"].append(r)
+            print(f"evaluate {a.eval_samples} samples on paper-exp3 {dtype}: {r['eval_s']:.2f} s (first call with "
+                  f"compilation {r['first_call_s']:.1f} s), {r['speedup_vs_reference']:.0f}x the reference", flush=True)
     if "runs" not in skip:
         res["prefix_runs"] = bench_prefix_runs([int(k) for k in a.ks.split(",")], a.steps, a.chunk)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ from prefixlab.checkpoint import CheckpointError  # noqa: E402
 from prefixlab.config import PRESETS  # noqa: E402
 from prefixlab.methods import LORA_MODULES, METHODS, PREFIX_INITS, SOFT_PROMPT_INITS  # noqa: E402
 from prefixlab.sweep import SweepConfig, SweepError, load_config, run_sweep  # noqa: E402
-from prefixlab.sweep_config import LR_DEFAULTS  # noqa: E402
+from prefixlab.sweep_config import COMPUTE_DTYPES, LR_DEFAULTS  # noqa: E402
 
 D = SweepConfig()  # the defaults
 # flag -> SweepConfig field, where the names differ; flags not here and not OPERATIONAL map to the same name
@@ -92,6 +92,8 @@ valid tasks: {T._valid_names()}; compose with '+', e.g. sort_asc+add1""",
                    help="learning rates to sweep: a comma list for every method ('1e-3,5e-3') or method=lr entries "
                         "('prefix=5e-4,prefix=5e-3,lora=5e-3'); unnamed methods keep their defaults")
     p.add_argument("--eval-samples", type=int, default=D.eval_samples, help="test-split samples per evaluation (default: %(default)s)")
+    p.add_argument("--compute-dtype", choices=COMPUTE_DTYPES, default=D.compute_dtype, help="the matmuls' operand "
+                   "dtype; bfloat16 accumulates in f32 and keeps parameters, softmax, LayerNorm and loss in f32 (default: %(default)s)")
     p.add_argument("--chunk", type=int, default=D.chunk, help="steps per compiled chunk; the host syncs once per chunk (default: %(default)s)")
     p.add_argument("--out", default=None, help="run directory (default: runs/sweep-<date>-<time>)")
     p.add_argument("--force", action="store_true",

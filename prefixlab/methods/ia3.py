@@ -22,7 +22,7 @@ class IA3Linear(Linear):
     """(x l) W + b for a feedforward target, else (x W + b) l; l = 1 at init, so the base is unchanged."""
 
     def __init__(self, base: Linear, scale_input: bool):
-        self.kernel, self.bias = base.kernel, base.bias
+        self.share_weights(base)
         d_in, d_out = base.kernel.shape
         self.ia3_scale = IA3Param(jnp.ones((d_in if scale_input else d_out,), base.kernel.dtype))
         self.scale_input = scale_input

@@ -28,7 +28,7 @@ class LoRALinear(Linear):
     (a = sqrt(5) -> bound 1 / sqrt(d_in))."""
 
     def __init__(self, base: Linear, rank: int, alpha: float, key):
-        self.kernel, self.bias = base.kernel, base.bias
+        self.share_weights(base)
         d_in, d_out = base.kernel.shape
         dtype, bound = base.kernel.dtype, 1.0 / math.sqrt(d_in)
         self.lora_a = LoRAParam(jax.random.uniform(key, (d_in, rank), dtype, -bound, bound))
