@@ -134,15 +134,12 @@ def remove_sweep_files(run_dir: Path) -> None:
                 d.rmdir()
 
 
-def done_groups(run_dir: Path, log) -> set[str]:
-    """Groups whose records are all in results.jsonl, as the manifest counts them, and whose checkpoint is intact.
-    Records of any other group (a torn line, a group cut short, a damaged checkpoint) are dropped from
-    results.jsonl, so that group runs again and nothing is doubled."""
-    results = run_dir / "results.jsonl"
-    records = read_jsonl_repairing(results, log) if results.exists() else []
-    manifest, counts = Manifest(run_dir), Counter(r["group"] for r in records)
+def complete_groups(run_dir: Path, records: list[dict], report) -> set[str]:
+    """The manifest's groups whose records are all in `records` and whose checkpoint (if any) is intact; reads
+    only. report(problem, group) hears of each damaged checkpoint."""
+    counts = Counter(r["group"] for r in records)
     done = set()
-    for group, entry in manifest.data["groups"].items():
+    for group, entry in Manifest(run_dir).data["groups"].items():
         if counts.get(group) != entry["records"]:
             continue
         if entry["checkpoint"]:
@@ -152,9 +149,20 @@ def done_groups(run_dir: Path, log) -> set[str]:
                     raise ckpt.CheckpointError(f"{group_dir}: checkpoint missing")
                 ckpt.verify(group_dir)
             except ckpt.CheckpointError as e:
-                log(f"{e}; group {group} runs again")
+                report(str(e), group)
                 continue
         done.add(group)
+    return done
+
+
+def done_groups(run_dir: Path, log) -> set[str]:
+    """Groups whose records are all in results.jsonl, as the manifest counts them, and whose checkpoint is intact.
+    Records of any other group (a torn line, a group cut short, a damaged checkpoint) are dropped from
+    results.jsonl, so that group runs again and nothing is doubled."""
+    results = run_dir / "results.jsonl"
+    records = read_jsonl_repairing(results, log) if results.exists() else []
+    manifest = Manifest(run_dir)
+    done = complete_groups(run_dir, records, lambda problem, group: log(f"{problem}; group {group} runs again"))
     keep = [r for r in records if r["group"] in done]
     if len(keep) < len(records):
         dropped = sorted({r["group"] for r in records} - done)

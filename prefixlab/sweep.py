@@ -81,23 +81,24 @@ def _sweep(config, run_dir, manifest, done_groups, resume, progress, save_every,
     base = dict(pre_loss_E=pre_loss_E, losses_EU=losses_EU, wall_E=wall_E, n_model=n_model)
 
     new_records = []
-    for task in config.task_mixes:
+    groups = config.groups()
+    if config.grid_shard is not None:
+        log(f"grid shard {config.grid_shard[0]}/{config.grid_shard[1]}: {len(groups)} of the sweep's "
+            f"{len(config.groups(sharded=False))} groups (merge the shards with scripts/merge.py)")
+    for task, method in groups:
         cross = [t for t in config.task_mixes if t.spec != task.spec] if config.cross_eval else []
-        for method in config.method_groups():
-            if method.name != "none" and task.spec not in config.tune_task_specs:
-                continue
-            group = f"{task.spec}/{method.tag}"
-            if group in done_groups:
-                log(f"  {group:<36} done earlier, kept")
-                continue
-            recs = _run_group(config, run_dir, manifest, method, task, cross, base_E, base, seeds, progress,
-                              save_every)
-            new_records += recs
-            em = [r["exact_match"] for r in recs if r["exact_match"] is not None]
-            diverged = sum(r["status"] == "diverged" for r in recs)
-            log(f"  {group:<36} exact match {100 * sum(em) / max(len(em), 1):5.1f} % (mean of {len(em)} runs"
-                + (f", {diverged} diverged" if diverged else "") + f")  {time.perf_counter() - t0:6.0f} s elapsed",
-                flush=True)
+        group = f"{task.spec}/{method.tag}"
+        if group in done_groups:
+            log(f"  {group:<36} done earlier, kept")
+            continue
+        recs = _run_group(config, run_dir, manifest, method, task, cross, base_E, base, seeds, progress,
+                          save_every)
+        new_records += recs
+        em = [r["exact_match"] for r in recs if r["exact_match"] is not None]
+        diverged = sum(r["status"] == "diverged" for r in recs)
+        log(f"  {group:<36} exact match {100 * sum(em) / max(len(em), 1):5.1f} % (mean of {len(em)} runs"
+            + (f", {diverged} diverged" if diverged else "") + f")  {time.perf_counter() - t0:6.0f} s elapsed",
+            flush=True)
 
     if not writer:
         return new_records

@@ -48,6 +48,15 @@ def _tuple(value, kind=str, field=None) -> tuple:
         raise SweepError(f"{field} needs a comma list of integers, got {given!r}", field) from None
 
 
+def parse_shard(value) -> tuple[int, int]:
+    """'i/N' or (i, N) -> (i, N)."""
+    try:
+        i, n = (value.split("/") if isinstance(value, str) else value)
+        return int(i), int(n)
+    except (ValueError, TypeError):
+        raise SweepError(f"grid_shard must be i/N (e.g. 0/4), got {value!r}", "grid_shard") from None
+
+
 def parse_lr_table(text: str) -> dict[str, list[float]]:
     """'1e-3,5e-3' (every method) or 'prefix=5e-4,lora=5e-3' -> {method or "*": [lr, ...]} (the --tune-lr syntax)."""
     table: dict[str, list[float]] = {}
@@ -95,6 +104,7 @@ class SweepConfig:
     chunk: int = 250
     cross_eval: bool = True
     compute_dtype: str = "float32"  # or "bfloat16": the Linear matmuls' operands (prefixlab/precision.py)
+    grid_shard: tuple[int, int] | None = None  # (i, N): only the groups numbered i mod N (prefixlab/shards.py)
     cache_dir: str | None = None  # None: $PREFIXLAB_CACHE or runs/base-cache, fixed when the sweep starts
 
     def __post_init__(self):
@@ -113,6 +123,8 @@ class SweepConfig:
         fix("tune_lr", _lr_table(self.tune_lr))
         if self.cache_dir is not None:
             fix("cache_dir", str(self.cache_dir))
+        if self.grid_shard is not None:
+            fix("grid_shard", parse_shard(self.grid_shard))
         self._validate()
 
     # --- validation ---------------------------------------------------------------------------------------------
@@ -157,6 +169,12 @@ class SweepConfig:
                 raise SweepError(str(e), "tune_tasks") from e
             bad = [t for t in tune if t not in {m.spec for m in self.task_mixes}]
             check(not bad, "tune_tasks", f"tune_tasks must be tasks of --tasks; {', '.join(bad)} not in {','.join(self.tasks)}")
+        if self.grid_shard is not None:
+            i, n = self.grid_shard
+            n_groups = len(self.groups(sharded=False))
+            check(0 <= i < n, "grid_shard", f"grid_shard i/N needs 0 <= i < N, got {i}/{n}")
+            check(n <= n_groups, "grid_shard", f"grid_shard {i}/{n}: the sweep has only {n_groups} group(s), so "
+                  f"shard {i} would run nothing; use N <= {n_groups}")
         need = self.memory_estimate()
         check(need <= MAX_MEMORY_BYTES, "seeds" if self.seeds > 64 else "batch_size",
               f"seeds x runs x batch_size need about {need / 2**30:,.0f} GiB by estimate (weights, gradients and "
@@ -218,6 +236,15 @@ class SweepConfig:
                 groups.append(dataclasses.replace(lora, alpha=self.lora_alpha))
         return groups
 
+    def groups(self, sharded: bool = True) -> list[tuple]:
+        """[(task Mixture, Method)] in the order the sweep runs them; with `sharded`, only this grid shard's."""
+        grid = [(task, method) for task in self.task_mixes for method in self.method_groups()
+                if method.name == "none" or task.spec in self.tune_task_specs]
+        if not sharded or self.grid_shard is None:
+            return grid
+        i, n = self.grid_shard
+        return grid[i::n]
+
     # --- files --------------------------------------------------------------------------------------------------
 
     def resolved(self) -> SweepConfig:
@@ -227,6 +254,8 @@ class SweepConfig:
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["tune_lr"] = {m: list(lrs) for m, lrs in self.tune_lr}
+        if self.grid_shard is None:
+            del d["grid_shard"]  # an unsharded config.json reads as it did before sharding existed
         return json.loads(json.dumps(d))  # tuples -> lists, as it reads back
 
     @classmethod

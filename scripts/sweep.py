@@ -28,7 +28,8 @@ from prefixlab.checkpoint import CheckpointError  # noqa: E402
 from prefixlab.config import PRESETS  # noqa: E402
 from prefixlab.methods import LORA_MODULES, METHODS, PREFIX_INITS, SOFT_PROMPT_INITS  # noqa: E402
 from prefixlab.sweep import SweepConfig, SweepError, load_config, run_sweep  # noqa: E402
-from prefixlab.sweep_config import COMPUTE_DTYPES, LR_DEFAULTS  # noqa: E402
+from prefixlab.shards import shard_dir, slice_env  # noqa: E402
+from prefixlab.sweep_config import COMPUTE_DTYPES, LR_DEFAULTS, parse_shard  # noqa: E402
 
 D = SweepConfig()  # the defaults
 # flag -> SweepConfig field, where the names differ; flags not here and not OPERATIONAL map to the same name
@@ -109,6 +110,8 @@ valid tasks: {T._valid_names()}; compose with '+', e.g. sort_asc+add1""",
                    help="seconds between saves of the training state, for --resume (default: %(default)s)")
     p.add_argument("--no-cross-eval", action="store_true",
                    help="evaluate each tuned run on its own task only (default: also on every other --tasks task)")
+    p.add_argument("--grid-shard", metavar="I/N", default=None, help="run only groups i, i+N, ... of the sweep into "
+                   "<out>/shard-<i>-of-<N> (default: from SLURM_ARRAY_TASK_ID/_COUNT when set); scripts/merge.py <out> joins them")
     p.add_argument("--distributed", action="store_true",
                    help="multi-host TPU/GPU job: call jax.distributed.initialize() first; only process 0 writes")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -174,6 +177,14 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     a = parser.parse_args(argv)
+    try:
+        shard = parse_shard(a.grid_shard) if a.grid_shard else slice_env()
+    except SweepError as e:
+        parser.error(cli_message(e))
+    if shard:
+        if a.out is None:
+            parser.error("--grid-shard needs --out: the folder that holds every shard's run directory")
+        a.grid_shard, a.out = f"{shard[0]}/{shard[1]}", str(shard_dir(a.out, *shard))
     config = to_config(parser, a, argv)
     out = Path(a.out or f"runs/sweep-{datetime.now():%Y%m%d-%H%M%S}")
     if not (math.isfinite(a.save_every) and a.save_every >= 0):
