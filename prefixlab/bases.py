@@ -9,6 +9,7 @@ which changes nothing).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -23,6 +24,7 @@ from prefixlab import checkpoint as ckpt
 from prefixlab.config import ModelConfig
 from prefixlab.locks import PidLock
 from prefixlab.model import abstract_model
+from prefixlab.processes import agree, is_multi, is_writer
 from prefixlab.tasks import Mixture
 from prefixlab.train import OptimConfig, pretrain
 
@@ -63,11 +65,14 @@ def load_or_pretrain(cache: Path, cfg: ModelConfig, mixture: Mixture, seeds: lis
     root.mkdir(parents=True, exist_ok=True)
     # one trainer per cache entry: a second sweep that needs these bases waits, then restores them
     waiting = lambda pid: log(f"base cache {root}: process {pid} is training these bases; waiting for it")
-    with PidLock(root / "train.lock", wait=True, on_wait=waiting):
+    writer = is_writer()
+    with PidLock(root / "train.lock", wait=True, on_wait=waiting) if writer else contextlib.nullcontext():
         stored, missing = {}, []
-        for s in seeds:
+        # with several processes, process 0 decides which bases exist (they all train the rest together)
+        present = agree([ckpt.exists(root / f"seed-{s}") if writer else False for s in seeds])
+        for s, here in zip(seeds, present):
             d = root / f"seed-{s}"
-            if ckpt.exists(d):
+            if here:
                 tree = ckpt.restore(d, like, expect={"config": config}, hint=f"remove {d} to retrain that base")
                 stored[s] = (tree["params"], np.asarray(tree["losses"]), ckpt.read_meta(d)["wall_s"])
             else:
@@ -75,17 +80,22 @@ def load_or_pretrain(cache: Path, cfg: ModelConfig, mixture: Mixture, seeds: lis
         if stored:
             log(f"base cache {root}: seeds {sorted(stored)} restored, not retrained")
         if missing:
-            ckpt.write_json_atomic(root / "config.json", config)
-            # one state file for the missing seeds together: they train in one program
-            resume = ckpt.ChunkCheckpoint(root / f"seed-{'-'.join(map(str, missing))}.partial", save_every_s)
+            if writer:
+                ckpt.write_json_atomic(root / "config.json", config)
+            # one state file for the missing seeds together: they train in one program (several processes keep
+            # no chunk state: they would have to restore it together)
+            resume = (None if is_multi() else
+                      ckpt.ChunkCheckpoint(root / f"seed-{'-'.join(map(str, missing))}.partial", save_every_s))
             _, params_E, losses_EU, wall = pretrain(cfg, mixture, missing, steps, batch_size, optim, chunk, progress,
                                                     resume=resume)
             for i, s in enumerate(missing):
                 params = jax.tree.map(lambda x: x[i], params_E)
-                ckpt.save(root / f"seed-{s}", {"params": params, "losses": losses_EU[i]},
-                          {"kind": "pretrained base", "config": config, "seed": s, "wall_s": wall / len(missing)})
+                if writer:
+                    ckpt.save(root / f"seed-{s}", {"params": params, "losses": losses_EU[i]},
+                              {"kind": "pretrained base", "config": config, "seed": s, "wall_s": wall / len(missing)})
                 stored[s] = (params, losses_EU[i], wall / len(missing))
-            resume.clear()
+            if resume is not None:
+                resume.clear()
             log(f"base cache {root}: seeds {missing} pretrained and stored")
     if copy_to is not None:
         for s in seeds:

@@ -22,6 +22,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from prefixlab.processes import checkpointer_options, is_multi, to_host
+
 FORMAT = 2  # 2: meta.json holds the arrays' checksums
 
 
@@ -76,8 +78,8 @@ def save(directory: Path, tree, meta: dict) -> None:
         if d.exists():
             shutil.rmtree(d)
     fresh.mkdir(parents=True)
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(fresh / "arrays", tree)
+    with ocp.StandardCheckpointer(**checkpointer_options()) as ckptr:
+        ckptr.save(fresh / "arrays", to_host(tree) if is_multi() else tree)  # Orbax takes no process-local jax.Array there
         ckptr.wait_until_finished()
     write_json_atomic(fresh / "meta.json", {"format": FORMAT, "files": file_checksums(fresh / "arrays"), **meta})
     if directory.exists():
@@ -136,8 +138,11 @@ def restore(directory: Path, like, expect: dict | None = None, hint: str = ""):
             raise CheckpointError(f"{directory / 'meta.json'}: incompatible checkpoint, {k} is {meta.get(k)!r}, "
                                   f"expected {v!r}")
     try:
-        with ocp.StandardCheckpointer() as ckptr:
-            return ckptr.restore(directory / "arrays", _abstract(like))
+        with ocp.StandardCheckpointer(**checkpointer_options()) as ckptr:
+            if not is_multi():
+                return ckptr.restore(directory / "arrays", _abstract(like))
+            as_numpy = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), _abstract(like))
+            return jax.tree.map(jax.numpy.asarray, ckptr.restore(directory / "arrays", as_numpy))
     except Exception as e:  # Orbax raises many types (ValueError, FileNotFoundError, tensorstore errors)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{directory / 'arrays'}: cannot restore ({type(e).__name__}: {first[:200]})") from None

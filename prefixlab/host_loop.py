@@ -6,10 +6,11 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
+
+from prefixlab.processes import to_host
 
 
 class ProgressBar:
@@ -62,7 +63,7 @@ def train_chunks(chunk_fn: Callable, trainable, opt_state, inputs: tuple, steps:
     for size in chunk_sizes(steps - done, chunk):
         t_chunk = time.perf_counter()
         trainable, opt_state, losses_U = chunk_fn(trainable, opt_state, *inputs, jnp.arange(done, done + size))
-        losses.append(jax.device_get(losses_U))  # the one host sync per chunk
+        losses.append(to_host(losses_U))  # the one host sync per chunk
         done += size
         for cb in callbacks:
             cb.after_chunk(done, size, trainable, opt_state, losses, time.perf_counter() - t_chunk)

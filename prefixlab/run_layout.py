@@ -15,6 +15,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec
 
+from prefixlab.processes import put, to_host
+
 # On CPU, runs sharing a frozen base go two at a time: the fastest measured width (docs/performance.md).
 CPU_RUN_BATCH = 2
 
@@ -107,21 +109,21 @@ class RunLayout:
             return jax.tree.map(jnp.copy, trainable_R), frozen, run_data_R, lr_R, key_R
         R = jax.tree.leaves(trainable_R)[0].shape[self.run_axis]
         pad = lambda tree: self.shard(_pad_runs(tree, self.run_axis, -R % self.mesh.size))
-        frozen = jax.device_put(frozen, NamedSharding(self.mesh, PartitionSpec()))
+        frozen = put(frozen, NamedSharding(self.mesh, PartitionSpec()))
         return pad(trainable_R), frozen, pad(run_data_R), pad(lr_R), pad(key_R)
 
     def shard(self, tree):
         """`tree` split over the mesh along the run axis (unchanged on one device)."""
         if self.mesh is None:
             return tree
-        return jax.device_put(tree, NamedSharding(self.mesh, self._spec()))
+        return put(tree, NamedSharding(self.mesh, self._spec()))
 
     def unplace(self, trainable_R, losses, R: int):
         """Drops the padding runs; hands back ordinary single-device arrays."""
         if self.mesh is None:
             return trainable_R, losses
         keep = lambda x: jnp.asarray(np.take(np.asarray(x), np.arange(R), axis=self.run_axis))
-        return jax.tree.map(keep, jax.device_get(trainable_R)), np.take(losses, np.arange(R), self.run_axis)
+        return jax.tree.map(keep, to_host(trainable_R)), np.take(losses, np.arange(R), self.run_axis)
 
 
 def _pad_runs(tree, axis: int, pad: int):

@@ -10,6 +10,7 @@ group's tuned parameters, with the method's settings). `run_sweep(..., resume=Tr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from prefixlab import checkpoint as ckpt
 from prefixlab.bases import load_or_pretrain
 from prefixlab.methods import match_lora_to_prefix, method_settings
 from prefixlab.model import count_params
+from prefixlab.processes import agree, is_multi, is_writer
 from prefixlab.report import write_report
 from prefixlab.results import append_jsonl, format_table, loss_curve, read_jsonl
 from prefixlab.run_dir import Manifest, check_writable, done_groups, lock, open_run_dir, remove_sweep_files, write_config
@@ -38,20 +40,40 @@ def run_sweep(config: SweepConfig | None, run_dir, *, resume: bool = False, forc
     files in `run_dir` first. save_every: seconds between saves of the training state. Multi-host: every process
     computes, process 0 writes. Raises SweepError (bad request) or checkpoint.CheckpointError (unreadable state)."""
     run_dir = Path(run_dir)
-    config = open_run_dir(config, run_dir, resume, force)
-    writer = jax.process_index() == 0
-    if not writer:
-        return _sweep(config, run_dir, None, set(), resume, False, save_every, lambda *_, **__: None)
-    check_writable(Path(config.cache_dir), "cache_dir")
-    check_writable(run_dir, "out")
-    with lock(run_dir):
-        if force:
-            remove_sweep_files(run_dir)
-        done = done_groups(run_dir, log) if resume else set()
-        manifest = Manifest(run_dir)
-        manifest.save()
-        write_config(config, run_dir)
+    if not is_writer():
+        return _follow(config, run_dir, resume, save_every)
+    with contextlib.ExitStack() as held:
+        try:
+            config = open_run_dir(config, run_dir, resume, force)
+            check_writable(Path(config.cache_dir), "cache_dir")
+            check_writable(run_dir, "out")
+            held.enter_context(lock(run_dir))
+            if force:
+                remove_sweep_files(run_dir)
+            done = done_groups(run_dir, log) if resume else set()
+            manifest = Manifest(run_dir)
+            manifest.save()
+            write_config(config, run_dir)
+        except BaseException:
+            agree([False])  # the other processes stop too
+            raise
+        agree([True])
+        agree([_name(g) in done for g in config.groups()])
         return _sweep(config, run_dir, manifest, done, resume, progress, save_every, log)
+
+
+def _follow(config, run_dir, resume, save_every):
+    """A process other than 0: the same programs, in step with process 0, writing nothing."""
+    if not agree([False])[0]:
+        raise SweepError(f"process 0 refused the sweep into {run_dir} (its message says why)", "out")
+    config = load_config(run_dir) if resume else config.resolved()
+    done = {_name(g) for g, d in zip(config.groups(), agree([False] * len(config.groups()))) if d}
+    return _sweep(config, run_dir, None, done, resume, False, save_every, lambda *_, **__: None)
+
+
+def _name(group) -> str:
+    task, method = group
+    return f"{task.spec}/{method.tag}"
 
 
 def _sweep(config, run_dir, manifest, done_groups, resume, progress, save_every, log):
@@ -87,7 +109,7 @@ def _sweep(config, run_dir, manifest, done_groups, resume, progress, save_every,
             f"{len(config.groups(sharded=False))} groups (merge the shards with scripts/merge.py)")
     for task, method in groups:
         cross = [t for t in config.task_mixes if t.spec != task.spec] if config.cross_eval else []
-        group = f"{task.spec}/{method.tag}"
+        group = _name((task, method))
         if group in done_groups:
             log(f"  {group:<36} done earlier, kept")
             continue
@@ -123,7 +145,7 @@ def _run_group(config, run_dir, manifest, method, task, cross, base_E, base, see
     recs, trainable_ER, losses_ERU = tune_group(
         method, config.model_config, base_E, task, runs, seeds, config.tune_steps, config.batch_size,
         eval_samples=config.eval_samples, chunk=config.chunk, progress=progress, cross_tasks=cross,
-        resume=partial if writer else None)
+        resume=partial if writer and not is_multi() else None)  # several processes resume by groups
     for r in recs:
         r.update(pretrain=config.pretrain_mix.spec, model=config.model, variant=config.task_variant.name,
                  pretrain_steps=config.pretrain_steps, group=group, task=task.spec, method=method.name,

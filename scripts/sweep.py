@@ -20,7 +20,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-import jax  # noqa: E402
 
 from prefixlab import tasks as T  # noqa: E402
 from prefixlab.bases import DEFAULT_CACHE  # noqa: E402
@@ -28,6 +27,7 @@ from prefixlab.checkpoint import CheckpointError  # noqa: E402
 from prefixlab.config import PRESETS  # noqa: E402
 from prefixlab.methods import LORA_MODULES, METHODS, PREFIX_INITS, SOFT_PROMPT_INITS  # noqa: E402
 from prefixlab.sweep import SweepConfig, SweepError, load_config, run_sweep  # noqa: E402
+from prefixlab.processes import initialize  # noqa: E402
 from prefixlab.shards import shard_dir, slice_env  # noqa: E402
 from prefixlab.sweep_config import COMPUTE_DTYPES, LR_DEFAULTS, parse_shard  # noqa: E402
 
@@ -113,7 +113,8 @@ valid tasks: {T._valid_names()}; compose with '+', e.g. sort_asc+add1""",
     p.add_argument("--grid-shard", metavar="I/N", default=None, help="run only groups i, i+N, ... of the sweep into "
                    "<out>/shard-<i>-of-<N> (default: from SLURM_ARRAY_TASK_ID/_COUNT when set); scripts/merge.py <out> joins them")
     p.add_argument("--distributed", action="store_true",
-                   help="multi-host TPU/GPU job: call jax.distributed.initialize() first; only process 0 writes")
+                   help="one of several JAX processes (a launcher's, or JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID): "
+                        "the run axis spans every process's devices; only process 0 writes (docs/launchers.md)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -191,7 +192,7 @@ def main(argv=None) -> int:
         parser.error(f"--save-every must be a finite number >= 0, got {a.save_every}")
     if a.distributed:
         try:
-            jax.distributed.initialize()  # before any other JAX call
+            initialize()  # before any other JAX call
         except (ValueError, RuntimeError) as e:
             parser.error(f"--distributed: {str(e).splitlines()[0]} (set the coordinator, e.g. by a launcher such "
                          "as SLURM, or run without --distributed)")

@@ -1,0 +1,59 @@
+"""Several JAX processes as one sweep (prefixlab/processes.py): two local processes with a coordinator on 127.0.0.1
+and gloo collectives give the single-process sweep's results; only process 0 writes."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from prefixlab.processes import agree, put, to_host
+from prefixlab.sweep import SweepConfig, run_sweep
+
+SWEEP = Path(__file__).resolve().parent.parent / "scripts" / "sweep.py"
+FLAGS = ["--model", "tiny", "--pretrain", "add1", "--tasks", "add1", "--methods", "none,prefix",
+         "--prefix-lengths", "1,2", "--pretrain-steps", "40", "--tune-steps", "20", "--seeds", "2",
+         "--eval-samples", "40", "--quiet"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_single_process_helpers_are_plain():
+    import jax
+    import numpy as np
+
+    assert agree([True, False]) == [True, False]
+    x = np.arange(6.0)
+    np.testing.assert_array_equal(to_host(put(x, jax.sharding.SingleDeviceSharding(jax.devices()[0]))), x)
+
+
+def test_two_processes_give_the_single_process_results(tmp_path):
+    env = {**os.environ, "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{_free_port()}", "JAX_NUM_PROCESSES": "2"}
+    cmd = [sys.executable, str(SWEEP), *FLAGS, "--out", str(tmp_path / "two"), "--cache-dir", str(tmp_path / "cache2"),
+           "--distributed"]
+    procs = [subprocess.Popen(cmd, env={**env, "JAX_PROCESS_ID": str(i)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in (1, 0)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[1][-3000:]
+    assert "2 cpu device(s)" in outs[1]  # process 0 sees one mesh over both processes' devices
+    assert "exact match" not in outs[0]  # process 1 prints and writes nothing
+
+    config = SweepConfig(model="tiny", pretrain="add1", tasks=("add1",), methods=("none", "prefix"),
+                         prefix_lengths=(1, 2), pretrain_steps=40, tune_steps=20, seeds=2, eval_samples=40,
+                         cache_dir=str(tmp_path / "cache1"))
+    one = run_sweep(config, tmp_path / "one", progress=False, log=lambda *a, **k: None)
+    two = [json.loads(line) for line in (tmp_path / "two" / "results.jsonl").read_text().splitlines()]
+    assert len(two) == len(one) == 2 * (1 + 2)
+    for a, b in zip(one, two):
+        assert (a["group"], a["seed"], a["context_len"]) == (b["group"], b["seed"], b["context_len"])
+        assert (a["exact_match"], a["token_accuracy"]) == (b["exact_match"], b["token_accuracy"])
+        assert abs(a["final_loss"] - b["final_loss"]) < 1e-5
+        if a["loss_curve"]:
+            assert max(abs(x - y) for x, y in zip(a["loss_curve"], b["loss_curve"])) < 1e-5
+    assert json.loads((tmp_path / "two" / "manifest.json").read_text())["groups"].keys() == {
+        r["group"] for r in one}
