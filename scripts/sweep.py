@@ -20,7 +20,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-
 from prefixlab import tasks as T  # noqa: E402
 from prefixlab.bases import DEFAULT_CACHE  # noqa: E402
 from prefixlab.checkpoint import CheckpointError  # noqa: E402

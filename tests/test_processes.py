@@ -57,3 +57,13 @@ def test_two_processes_give_the_single_process_results(tmp_path):
             assert max(abs(x - y) for x, y in zip(a["loss_curve"], b["loss_curve"])) < 1e-5
     assert json.loads((tmp_path / "two" / "manifest.json").read_text())["groups"].keys() == {
         r["group"] for r in one}
+
+
+def test_distributed_without_a_coordinator_is_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COORDINATOR", "JAX_NUM_PROC", "JAX_PROCESS",
+                                                                      "SLURM_", "OMPI_"))}
+    r = subprocess.run([sys.executable, str(SWEEP), *FLAGS, "--out", str(tmp_path / "run"), "--distributed"], env=env,
+                       capture_output=True, text=True, timeout=300)
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(err) == 1 and err[0].startswith("sweep.py: error: --distributed:"), r.stderr
+    assert "coordinator" in err[0] and not (tmp_path / "run").exists()
