@@ -32,3 +32,18 @@ def x64_module():
     jax.config.update("jax_enable_x64", True)
     yield
     jax.config.update("jax_enable_x64", before)
+
+
+# One small sweep that several tests compare against (grid shards merged, several processes): run once.
+REFERENCE_SWEEP = dict(model="tiny", pretrain="add1", tasks=("add1",), methods=("none", "prefix", "lora"),
+                       prefix_lengths=(1, 2), pretrain_steps=40, tune_steps=20, seeds=2, eval_samples=40)
+
+
+@pytest.fixture(scope="session")
+def reference_sweep(tmp_path_factory):
+    """(SweepConfig, records, tmp folder) of REFERENCE_SWEEP run in this process, into its own cache."""
+    from prefixlab.sweep import SweepConfig, run_sweep
+
+    tmp = tmp_path_factory.mktemp("reference-sweep")
+    config = SweepConfig(**REFERENCE_SWEEP, cache_dir=str(tmp / "cache"))
+    return config, run_sweep(config, tmp / "run", progress=False, log=lambda *a, **k: None), tmp

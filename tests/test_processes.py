@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 from prefixlab.processes import agree, put, to_host
-from prefixlab.sweep import SweepConfig, run_sweep
 
 SWEEP = Path(__file__).resolve().parent.parent / "scripts" / "sweep.py"
-FLAGS = ["--model", "tiny", "--pretrain", "add1", "--tasks", "add1", "--methods", "none,prefix",
+# REFERENCE_SWEEP (conftest.py) as flags
+FLAGS = ["--model", "tiny", "--pretrain", "add1", "--tasks", "add1", "--methods", "none,prefix,lora",
          "--prefix-lengths", "1,2", "--pretrain-steps", "40", "--tune-steps", "20", "--seeds", "2",
          "--eval-samples", "40", "--quiet"]
 
@@ -32,7 +32,7 @@ def test_single_process_helpers_are_plain():
     np.testing.assert_array_equal(to_host(put(x, jax.sharding.SingleDeviceSharding(jax.devices()[0]))), x)
 
 
-def test_two_processes_give_the_single_process_results(tmp_path):
+def test_two_processes_give_the_single_process_results(tmp_path, reference_sweep):
     env = {**os.environ, "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{_free_port()}", "JAX_NUM_PROCESSES": "2"}
     cmd = [sys.executable, str(SWEEP), *FLAGS, "--out", str(tmp_path / "two"), "--cache-dir", str(tmp_path / "cache2"),
            "--distributed"]
@@ -43,12 +43,10 @@ def test_two_processes_give_the_single_process_results(tmp_path):
     assert "2 cpu device(s)" in outs[1]  # process 0 sees one mesh over both processes' devices
     assert "exact match" not in outs[0]  # process 1 prints and writes nothing
 
-    config = SweepConfig(model="tiny", pretrain="add1", tasks=("add1",), methods=("none", "prefix"),
-                         prefix_lengths=(1, 2), pretrain_steps=40, tune_steps=20, seeds=2, eval_samples=40,
-                         cache_dir=str(tmp_path / "cache1"))
-    one = run_sweep(config, tmp_path / "one", progress=False, log=lambda *a, **k: None)
+    config, one, _ = reference_sweep
+    assert dict(zip(FLAGS[::2], FLAGS[1::2]))["--methods"] == ",".join(config.methods)
     two = [json.loads(line) for line in (tmp_path / "two" / "results.jsonl").read_text().splitlines()]
-    assert len(two) == len(one) == 2 * (1 + 2)
+    assert len(two) == len(one) == 2 * (1 + 2 + 1)
     for a, b in zip(one, two):
         assert (a["group"], a["seed"], a["context_len"]) == (b["group"], b["seed"], b["context_len"])
         assert (a["exact_match"], a["token_accuracy"]) == (b["exact_match"], b["token_accuracy"])

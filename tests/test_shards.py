@@ -8,15 +8,14 @@ import pytest
 
 from prefixlab.shards import find_shards, merge_shards, shard_dir, slice_env
 from prefixlab.sweep import SweepConfig, SweepError, run_sweep
+from tests.conftest import REFERENCE_SWEEP
 from tests.helpers import load_script
 
 QUIET = dict(progress=False, log=lambda *a, **k: None)
 
 
 def _config(tmp_path, **kw):
-    return SweepConfig(model="tiny", pretrain="add1", tasks=("add1",), methods=("none", "prefix", "lora"),
-                       prefix_lengths=(1, 2), pretrain_steps=40, tune_steps=20, seeds=2, eval_samples=40,
-                       cache_dir=str(tmp_path / "cache"), **kw)
+    return SweepConfig(**REFERENCE_SWEEP, cache_dir=str(tmp_path / "cache"), **kw)
 
 
 def _without_timings(records):
@@ -24,11 +23,9 @@ def _without_timings(records):
 
 
 @pytest.fixture(scope="module")
-def sharded(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("shards")
-    config = _config(tmp)
-    whole = run_sweep(config, tmp / "whole", **QUIET)
-    for i in range(2):
+def sharded(reference_sweep):
+    config, whole, tmp = reference_sweep
+    for i in range(2):  # sharing the reference's base cache, as the jobs of an array do
         run_sweep(dataclasses.replace(config, grid_shard=(i, 2)), shard_dir(tmp / "exp", i, 2), **QUIET)
     return tmp, config, whole
 
@@ -55,7 +52,7 @@ def test_merge_refuses_a_missing_or_foreign_shard(sharded, tmp_path):
     with pytest.raises(SweepError, match=r"shard\(s\) 1/2 missing"):
         merge_shards([shards[0]], tmp_path / "m1")
     with pytest.raises(SweepError, match="is not a grid shard"):
-        merge_shards([*shards, tmp / "whole"], tmp_path / "m2")
+        merge_shards([*shards, tmp / "run"], tmp_path / "m2")
     other = run_sweep(dataclasses.replace(config, tune_steps=10, grid_shard=(1, 2)), tmp_path / "other", **QUIET)
     assert other
     with pytest.raises(SweepError, match="another sweep: tune_steps differ"):
