@@ -20,7 +20,7 @@ from pathlib import Path
 from prefixlab.report import write_report
 from prefixlab.results import append_jsonl, read_jsonl
 from prefixlab.run_dir import Manifest, complete_groups, lock, open_run_dir, remove_sweep_files, write_config
-from prefixlab.sweep_config import SweepConfig, SweepError, load_config
+from prefixlab.sweep_config import SweepConfig, SweepError, group_name, load_config
 
 SHARD_NAME = re.compile(r"shard-(\d+)-of-(\d+)$")
 
@@ -70,7 +70,7 @@ def _check_shards(shard_dirs) -> tuple[SweepConfig, dict[int, Path]]:
     if missing:
         raise SweepError(f"shard(s) {', '.join(f'{i}/{n}' for i in missing)} missing; merge needs all {n}", "out")
     for i, d in by_index.items():
-        expected = {f"{t.spec}/{m.tag}" for t, m in configs[d].groups()}
+        expected = {group_name(*g) for g in configs[d].groups()}
         problems = []
         done = complete_groups(d, read_jsonl(d / "results.jsonl") if (d / "results.jsonl").exists() else [],
                                lambda problem, group: problems.append(problem))
@@ -99,10 +99,10 @@ def merge_shards(shard_dirs, out, *, force: bool = False, log=print) -> list[dic
         manifest.save()
         write_config(config, out)
         shutil.copytree(by_index[0] / "ckpt" / "base", out / "ckpt" / "base")
-        for task, method in config.groups():
-            group = f"{task.spec}/{method.tag}"
-            source = next(d for d in by_index.values() if group in Manifest(d).data["groups"])
-            has_checkpoint = Manifest(source).data["groups"][group]["checkpoint"]
+        entries = {g: (d, e) for d in by_index.values() for g, e in Manifest(d).data["groups"].items()}
+        for group in (group_name(*g) for g in config.groups()):
+            source, entry = entries[group]
+            has_checkpoint = entry["checkpoint"]
             if has_checkpoint:
                 manifest.wrote(f"ckpt/{group}")
                 shutil.copytree(source / "ckpt" / group, out / "ckpt" / group)

@@ -25,7 +25,7 @@ from prefixlab.processes import agree, is_multi, is_writer
 from prefixlab.report import write_report
 from prefixlab.results import append_jsonl, format_table, loss_curve, read_jsonl
 from prefixlab.run_dir import Manifest, check_writable, done_groups, lock, open_run_dir, remove_sweep_files, write_config
-from prefixlab.sweep_config import LR_DEFAULTS, SweepConfig, SweepError, load_config
+from prefixlab.sweep_config import LR_DEFAULTS, SweepConfig, SweepError, group_name, load_config
 from prefixlab.train import OptimConfig, final_loss
 from prefixlab.tune import group_runs, tune_group
 
@@ -58,7 +58,7 @@ def run_sweep(config: SweepConfig | None, run_dir, *, resume: bool = False, forc
             agree([False])  # the other processes stop too
             raise
         agree([True])
-        agree([_name(g) in done for g in config.groups()])
+        agree([group_name(*g) in done for g in config.groups()])
         return _sweep(config, run_dir, manifest, done, resume, progress, save_every, log)
 
 
@@ -67,13 +67,8 @@ def _follow(config, run_dir, resume, save_every):
     if not agree([False])[0]:
         raise SweepError(f"process 0 refused the sweep into {run_dir} (its message says why)", "out")
     config = load_config(run_dir) if resume else config.resolved()
-    done = {_name(g) for g, d in zip(config.groups(), agree([False] * len(config.groups()))) if d}
+    done = {group_name(*g) for g, d in zip(config.groups(), agree([False] * len(config.groups()))) if d}
     return _sweep(config, run_dir, None, done, resume, False, save_every, lambda *_, **__: None)
-
-
-def _name(group) -> str:
-    task, method = group
-    return f"{task.spec}/{method.tag}"
 
 
 def _sweep(config, run_dir, manifest, done_groups, resume, progress, save_every, log):
@@ -109,7 +104,7 @@ def _sweep(config, run_dir, manifest, done_groups, resume, progress, save_every,
             f"{len(config.groups(sharded=False))} groups (merge the shards with scripts/merge.py)")
     for task, method in groups:
         cross = [t for t in config.task_mixes if t.spec != task.spec] if config.cross_eval else []
-        group = _name((task, method))
+        group = group_name(task, method)
         if group in done_groups:
             log(f"  {group:<36} done earlier, kept")
             continue
@@ -135,8 +130,9 @@ def _sweep(config, run_dir, manifest, done_groups, resume, progress, save_every,
 
 def _run_group(config, run_dir, manifest, method, task, cross, base_E, base, seeds, progress, save_every):
     """Tunes and evaluates one group; the writer saves its parameters, then appends its records in one write."""
-    tag, writer = method.tag, manifest is not None
-    group, group_dir = f"{task.spec}/{tag}", run_dir / "ckpt" / task.spec / tag
+    writer = manifest is not None
+    group = group_name(task, method)
+    group_dir = run_dir / "ckpt" / group
     if writer:
         manifest.wrote(f"ckpt/{group}")
     partial = ckpt.ChunkCheckpoint(group_dir.with_name(group_dir.name + ".partial"), save_every)

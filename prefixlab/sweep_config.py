@@ -48,6 +48,11 @@ def _tuple(value, kind=str, field=None) -> tuple:
         raise SweepError(f"{field} needs a comma list of integers, got {given!r}", field) from None
 
 
+def group_name(task: T.Mixture, method) -> str:
+    """A group's name: results.jsonl's `group`, the manifest's key and its checkpoint's path under ckpt/."""
+    return f"{task.spec}/{method.tag}"
+
+
 def parse_shard(value) -> tuple[int, int]:
     """'i/N' or (i, N) -> (i, N)."""
     try:
