@@ -29,15 +29,24 @@ class ProgressBar:
 
 
 class ResumeSaves:
-    """Saves the training state to a `checkpoint.ChunkCheckpoint` between chunks, at most every `every_s` s."""
+    """Saves the training state to a `checkpoint.ChunkCheckpoint` between chunks, at most every `every_s` s, and
+    on an interrupt (Ctrl-C, SIGTERM) the last completed chunk's state, unless that one is already saved."""
 
     def __init__(self, checkpoint, steps: int):
         self.checkpoint, self.steps, self.last = checkpoint, steps, time.perf_counter()
+        self.saved = None  # steps done at the last save
 
     def after_chunk(self, done, size, trainable, opt_state, losses, seconds):
         if done < self.steps and time.perf_counter() - self.last >= self.checkpoint.every_s:
-            self.checkpoint.save(trainable, opt_state, done, np.concatenate(losses, axis=-1))
-            self.last = time.perf_counter()
+            self._save(done, trainable, opt_state, losses)
+
+    def on_interrupt(self, done, trainable, opt_state, losses):
+        if losses and done != self.saved:
+            self._save(done, trainable, opt_state, losses)
+
+    def _save(self, done, trainable, opt_state, losses):
+        self.checkpoint.save(trainable, opt_state, done, np.concatenate(losses, axis=-1))  # atomic: checkpoint.save
+        self.saved, self.last = done, time.perf_counter()
 
 
 class ChunkTimes:
@@ -58,13 +67,24 @@ def chunk_sizes(steps: int, chunk: int) -> list[int]:
 def train_chunks(chunk_fn: Callable, trainable, opt_state, inputs: tuple, steps: int, chunk: int, done: int = 0,
                  losses: list | None = None, callbacks=()):
     """Runs `chunk_fn(trainable, opt_state, *inputs, steps_U)` over steps done..steps in chunks of `chunk`.
-    Returns (trainable, opt_state, losses (..., steps) as a host array)."""
+    Returns (trainable, opt_state, losses (..., steps) as a host array).
+    On KeyboardInterrupt (Ctrl-C; SIGTERM where the caller maps it so) each callback's `on_interrupt`, if it has
+    one, gets the last completed chunk's state, then the interrupt goes on: a chunk cut off is not kept."""
     losses = list(losses or [])
-    for size in chunk_sizes(steps - done, chunk):
-        t_chunk = time.perf_counter()
-        trainable, opt_state, losses_U = chunk_fn(trainable, opt_state, *inputs, jnp.arange(done, done + size))
-        losses.append(to_host(losses_U))  # the one host sync per chunk
-        done += size
+    completed = (done, trainable, opt_state, tuple(losses))  # replaced in one assignment once a chunk is complete
+    try:
+        for size in chunk_sizes(steps - done, chunk):
+            t_chunk = time.perf_counter()
+            new = chunk_fn(trainable, opt_state, *inputs, jnp.arange(done, done + size))
+            losses_U = to_host(new[2])  # the one host sync per chunk
+            completed = (done + size, new[0], new[1], (*losses, losses_U))
+            done, trainable, opt_state, losses = completed[0], completed[1], completed[2], list(completed[3])
+            for cb in callbacks:
+                cb.after_chunk(done, size, trainable, opt_state, losses, time.perf_counter() - t_chunk)
+    except KeyboardInterrupt:
+        done, trainable, opt_state, kept = completed
         for cb in callbacks:
-            cb.after_chunk(done, size, trainable, opt_state, losses, time.perf_counter() - t_chunk)
+            if hasattr(cb, "on_interrupt"):
+                cb.on_interrupt(done, trainable, opt_state, list(kept))
+        raise
     return trainable, opt_state, np.concatenate(losses, axis=-1)

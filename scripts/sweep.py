@@ -202,7 +202,8 @@ def main(argv=None) -> int:
         print(f"sweep.py: error: {cli_message(e) if isinstance(e, SweepError) else e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted; finished groups and the last saved chunk are kept; continue with: "
+        print(f"\ninterrupted; finished groups and the training state of the last completed chunk are saved; "
+              f"continue with: "
               f"python scripts/sweep.py --resume --out {out}", file=sys.stderr)
         return 130
     return 0

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -143,3 +144,112 @@ def test_force_removes_only_the_sweeps_files_and_no_link_target(finished, run, t
     run_sweep(config(finished / "cache"), run, force=True, **QUIET)
     assert (elsewhere / "figure.png").read_bytes() == b"keep" and (run / "notes.txt").read_text() == "mine"
     assert comparable(run) == comparable(finished / "run")
+
+
+def test_an_interrupt_between_chunks_saves_the_last_completed_chunk():
+    """train_chunks on KeyboardInterrupt: ResumeSaves saves the last completed chunk's state (not the cut-off one)."""
+    import numpy as np
+
+    from prefixlab.host_loop import ResumeSaves, train_chunks
+
+    class Store:
+        every_s, saves = 1e6, []
+
+        def save(self, trainable, opt_state, done, losses):
+            self.saves.append((trainable, opt_state, done, losses.copy()))
+
+    calls = []
+
+    def chunk_fn(trainable, opt_state, steps_U):
+        calls.append(int(steps_U[0]))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # inside the third chunk's computation
+        return trainable + 1, opt_state + 10, np.asarray(steps_U, np.float32)
+
+    store = Store()
+    with pytest.raises(KeyboardInterrupt):
+        train_chunks(chunk_fn, 0, 0, (), steps=20, chunk=4, callbacks=[ResumeSaves(store, 20)])
+    assert calls == [0, 4, 8] and len(store.saves) == 1
+    trainable, opt_state, done, losses = store.saves[0]
+    assert (trainable, opt_state, done) == (2, 20, 8) and losses.tolist() == list(range(8))
+
+
+def test_an_unwritable_out_or_cache_dir_is_one_line_and_writes_nothing(tmp_path, capsys):
+    """A path no one can write, root included: procfs takes no new files or directories."""
+    from tests.test_sweep import sweep_in_process
+
+    blocked = Path("/proc/prefixlab-test")
+    if not Path("/proc/self").is_dir():
+        pytest.skip("no /proc here: no path that root cannot write")
+    try:
+        blocked.mkdir()
+    except OSError:
+        pass
+    else:
+        blocked.rmdir()
+        pytest.skip("/proc takes new directories here")
+    tiny = ["--model", "tiny", "--pretrain", "add1", "--tasks", "add1", "--methods", "none", "--quiet"]
+    for out, cache, field in [(tmp_path / "run", blocked / "cache", "--cache-dir"),
+                              (blocked / "run", tmp_path / "cache", "--out")]:
+        rc, err = sweep_in_process(*tiny, "--out", str(out), "--cache-dir", str(cache), capsys=capsys)
+        assert rc == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"{field} {blocked}" in err and "not a writable directory" in err
+        assert not (tmp_path / "run").exists() and not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+RACE = ["--model", "tiny", "--pretrain", "add1", "--tasks", "add1", "--methods", "none,prefix", "--prefix-lengths",
+        "1", "--pretrain-steps", "40", "--tune-steps", "10", "--seeds", "2", "--eval-samples", "20", "--chunk", "10",
+        "--quiet"]
+
+
+def test_two_sweeps_racing_for_one_base_train_it_once(tmp_path):
+    from tests.test_sweep import SWEEP, rows, _comparable
+
+    procs = [subprocess.Popen([sys.executable, str(SWEEP), *RACE, "--out", str(tmp_path / f"run{i}"), "--cache-dir",
+                               str(tmp_path / "cache")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    logs = [out for out, _ in outs]
+    assert sum("pretrained and stored" in log for log in logs) == 1
+    assert sum("seeds [0, 1] restored, not retrained" in log for log in logs) == 1
+    assert len(list((tmp_path / "cache").glob("base-*"))) == 1 and not any((tmp_path / "cache").rglob("*.partial"))
+    assert _comparable(rows(tmp_path / "run0")) == _comparable(rows(tmp_path / "run1"))
+
+
+def test_sigterm_saves_the_chunk_in_progress_and_resume_equals_uninterrupted(tmp_path):
+    """--save-every 1e6: no timed save; the interrupt itself saves the last completed chunk of pretraining."""
+    import re
+    import signal
+    import time
+
+    from prefixlab.checkpoint import read_meta
+    from tests.test_sweep import SWEEP, rows, _comparable
+
+    args = [a for a in RACE if a != "--quiet"]
+    args[args.index("--pretrain-steps") + 1], args[args.index("--chunk") + 1] = "400", "5"
+    ref = subprocess.run([sys.executable, str(SWEEP), *args, "--quiet", "--out", str(tmp_path / "ref"),
+                          "--cache-dir", str(tmp_path / "cache-ref")], capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr
+    out, cache, err_path = tmp_path / "run", tmp_path / "cache", tmp_path / "stderr.txt"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen([sys.executable, str(SWEEP), *args, "--save-every", "1e6", "--out", str(out),
+                                 "--cache-dir", str(cache)], stdout=subprocess.DEVNULL, stderr=err)
+        start = time.time()
+        # the progress bar (stderr) shows steps done: interrupt once 2 chunks are complete, well before the end
+        while not any(10 <= int(n) < 300 for n in re.findall(r"(\d+)/400", err_path.read_text())):
+            assert proc.poll() is None and time.time() - start < 240, err_path.read_text()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 130
+    last = err_path.read_text().strip().splitlines()[-1]
+    assert last == (f"interrupted; finished groups and the training state of the last completed chunk are saved; "
+                    f"continue with: python scripts/sweep.py --resume --out {out}")
+    partial = next(cache.glob("base-*/seed-0-1.partial"))
+    done = read_meta(partial)["done"]
+    assert 10 <= done < 400 and done % 5 == 0
+    r = subprocess.run([sys.executable, str(SWEEP), "--resume", "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert re.search(rf"\b{done}/400\b", r.stderr)  # the resumed pretraining bar starts at the saved chunk
+    assert not partial.exists()
+    assert _comparable(rows(out)) == _comparable(rows(tmp_path / "ref"))
