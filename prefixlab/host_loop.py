@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
@@ -72,17 +73,23 @@ def train_chunks(chunk_fn: Callable, trainable, opt_state, inputs: tuple, steps:
     one, gets the last completed chunk's state, then the interrupt goes on: a chunk cut off is not kept."""
     losses = list(losses or [])
     completed = (done, trainable, opt_state, tuple(losses))  # replaced in one assignment once a chunk is complete
+    pending = None  # a dispatched chunk: (steps done after it, its outputs)
     try:
         for size in chunk_sizes(steps - done, chunk):
             t_chunk = time.perf_counter()
             new = chunk_fn(trainable, opt_state, *inputs, jnp.arange(done, done + size))
+            pending = (done + size, new)
             losses_U = to_host(new[2])  # the one host sync per chunk
-            completed = (done + size, new[0], new[1], (*losses, losses_U))
+            completed, pending = (done + size, new[0], new[1], (*losses, losses_U)), None
             done, trainable, opt_state, losses = completed[0], completed[1], completed[2], list(completed[3])
             for cb in callbacks:
                 cb.after_chunk(done, size, trainable, opt_state, losses, time.perf_counter() - t_chunk)
     except KeyboardInterrupt:
+        if pending is not None:  # interrupted while waiting for a dispatched chunk: its inputs are donated, so
+            completed = (pending[0], pending[1][0], pending[1][1], (*completed[3], to_host(pending[1][2])))  # finish it
         done, trainable, opt_state, kept = completed
+        if any(getattr(x, "is_deleted", lambda: False)() for x in jax.tree.leaves((trainable, opt_state))):
+            raise  # interrupted while dispatching a chunk that donated them: only the last timed save remains
         for cb in callbacks:
             if hasattr(cb, "on_interrupt"):
                 cb.on_interrupt(done, trainable, opt_state, list(kept))
