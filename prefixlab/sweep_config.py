@@ -126,8 +126,8 @@ class SweepConfig:
         for name in ("prefix_lengths", "lora_ranks"):
             fix(name, _tuple(getattr(self, name), int, name))
         fix("tune_lr", _lr_table(self.tune_lr))
-        if self.cache_dir is not None:
-            fix("cache_dir", str(self.cache_dir))
+        if self.cache_dir is not None:  # absolute, so a stored config means the same place from any directory
+            fix("cache_dir", str(Path(self.cache_dir).absolute()))
         if self.grid_shard is not None:
             fix("grid_shard", parse_shard(self.grid_shard))
         self._validate()
@@ -254,7 +254,7 @@ class SweepConfig:
 
     def resolved(self) -> SweepConfig:
         """The config with its cache directory fixed (the default read now), as a run directory stores it."""
-        return dataclasses.replace(self, cache_dir=str(self.cache_dir or default_cache_dir()))
+        return dataclasses.replace(self, cache_dir=str(self.cache_dir or default_cache_dir()))  # made absolute
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -65,3 +65,12 @@ def test_match_params_group_restores_with_its_own_targets(tmp_path):
     from prefixlab.methods.lora import LoRALinear
     assert ctx is None and not isinstance(attn.q, LoRALinear) and isinstance(attn.o, LoRALinear)
     assert config.method_groups()[1].tag == "lora-r1-ofcproj"
+
+
+def test_a_relative_cache_dir_is_stored_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = SweepConfig(cache_dir="runs/cache")
+    assert config.cache_dir == str(tmp_path / "runs" / "cache")
+    assert SweepConfig.from_json(config.to_json()) == config == SweepConfig(cache_dir=str(tmp_path / "runs/cache"))
+    monkeypatch.setenv("PREFIXLAB_CACHE", "rel-cache")
+    assert SweepConfig().resolved().cache_dir == str(tmp_path / "rel-cache")
