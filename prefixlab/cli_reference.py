@@ -9,6 +9,7 @@ import io
 import os
 import sys
 from pathlib import Path
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ("sweep.py", "reproduce.py", "report.py", "merge.py", "theory.py", "bench.py", "parity.py")
@@ -20,19 +21,11 @@ def help_text(script: str) -> str:
     """The script's `--help` output, as `python scripts/<script> --help` prints it in a 100-column terminal."""
     spec = importlib.util.spec_from_file_location(f"_cli_{script[:-3]}", ROOT / "scripts" / script)
     module = importlib.util.module_from_spec(spec)
-    argv0, columns = sys.argv[0], os.environ.get("COLUMNS")
-    sys.argv[0], os.environ["COLUMNS"] = script, WIDTH
     out = io.StringIO()
-    try:
+    with mock.patch.object(sys, "argv", [script]), mock.patch.dict(os.environ, {"COLUMNS": WIDTH}):
         spec.loader.exec_module(module)
         with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
             module.main(["--help"])
-    finally:
-        sys.argv[0] = argv0
-        if columns is None:
-            os.environ.pop("COLUMNS", None)
-        else:
-            os.environ["COLUMNS"] = columns
     return out.getvalue().rstrip() + "\n"
 
 

@@ -254,7 +254,7 @@ class SweepConfig:
 
     def resolved(self) -> SweepConfig:
         """The config with its cache directory fixed (the default read now), as a run directory stores it."""
-        return dataclasses.replace(self, cache_dir=str(self.cache_dir or default_cache_dir()))  # made absolute
+        return dataclasses.replace(self, cache_dir=str(self.cache_dir or default_cache_dir()))  # __post_init__ makes it absolute
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

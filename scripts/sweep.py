@@ -202,9 +202,8 @@ def main(argv=None) -> int:
         print(f"sweep.py: error: {cli_message(e) if isinstance(e, SweepError) else e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted; finished groups and the training state of the last completed chunk are saved; "
-              f"continue with: "
-              f"python scripts/sweep.py --resume --out {out}", file=sys.stderr)
+        print("\ninterrupted; finished groups and the training state of the last completed chunk are saved; "
+              f"continue with: python scripts/sweep.py --resume --out {out}", file=sys.stderr)
         return 130
     return 0
 
