@@ -14,18 +14,54 @@ from tqdm.auto import tqdm
 from prefixlab.processes import to_host
 
 
-class ProgressBar:
-    """A tqdm bar that advances per chunk and shows the last step's mean loss."""
+TICK_EVERY = 10  # steps between progress ticks
+_CURRENT_BAR = [None]  # the bar of the training now running
 
-    def __init__(self, steps: int, done: int, desc: str, enabled: bool):
+
+def progress_tick(step):
+    """The progress callback compiled into training programs: one function for all of them, so a cached program
+    reports to whichever bar is current."""
+    if _CURRENT_BAR[0] is not None:
+        _CURRENT_BAR[0].tick(step)
+
+
+class ProgressBar:
+    """A tqdm bar that advances every few steps, from the program's own ticks (`one_run_chunk(tick=progress_tick)`:
+    no extra host sync), is set exactly after each chunk, shows the last step's mean loss, and says when it is
+    compiling. ticks_per_step: the program's tick calls per step of a chunk (RunLayout.passes x devices /
+    TICK_EVERY). The newest bar gets the ticks until it is closed."""
+
+    def __init__(self, steps: int, done: int, desc: str, enabled: bool, ticks_per_step: float = 0.0):
         self.bar = tqdm(total=steps, initial=done, desc=desc, unit="step", disable=not enabled, dynamic_ncols=True,
                         leave=False)
+        self.ticks_per_step, self.compiling = ticks_per_step, enabled
+        self.base, self.size, self.ticks = done, 0, 0
+        if enabled:
+            self.bar.set_postfix_str("compiling")
+            _CURRENT_BAR[0] = self
+
+    def before_chunk(self, done, size):
+        self.base, self.size, self.ticks = done, size, 0
+
+    def tick(self, _step):
+        """From the program's callback thread, while the host waits for the chunk."""
+        self.ticks += 1
+        if self.compiling:
+            self.compiling = False
+            self.bar.set_postfix_str("training")
+        if self.ticks_per_step:
+            at = self.base + min(self.size, int(self.ticks / self.ticks_per_step))
+            if at > self.bar.n:
+                self.bar.update(at - self.bar.n)
 
     def after_chunk(self, done, size, trainable, opt_state, losses, seconds):
-        self.bar.update(size)
+        self.bar.update(done - self.bar.n)
         self.bar.set_postfix(loss=f"{float(np.nanmean(losses[-1][..., -1])):.4f}")
 
     def close(self):
+        if _CURRENT_BAR[0] is self:
+            jax.effects_barrier()  # the last ticks reach this bar, not the next one
+            _CURRENT_BAR[0] = None
         self.bar.close()
 
 
@@ -70,28 +106,28 @@ def train_chunks(chunk_fn: Callable, trainable, opt_state, inputs: tuple, steps:
     """Runs `chunk_fn(trainable, opt_state, *inputs, steps_U)` over steps done..steps in chunks of `chunk`.
     Returns (trainable, opt_state, losses (..., steps) as a host array).
     On KeyboardInterrupt (Ctrl-C; SIGTERM where the caller maps it so) each callback's `on_interrupt`, if it has
-    one, gets the last completed chunk's state, then the interrupt goes on: a chunk cut off is not kept."""
+    one, gets the state of every dispatched chunk (one the host was waiting for is finished first, since its inputs
+    are donated), then the interrupt goes on."""
     losses = list(losses or [])
-    completed = (done, trainable, opt_state, tuple(losses))  # replaced in one assignment once a chunk is complete
-    pending = None  # a dispatched chunk: (steps done after it, its outputs)
+    start, given = done, len(losses)
     try:
         for size in chunk_sizes(steps - done, chunk):
             t_chunk = time.perf_counter()
-            new = chunk_fn(trainable, opt_state, *inputs, jnp.arange(done, done + size))
-            pending = (done + size, new)
-            losses_U = to_host(new[2])  # the one host sync per chunk
-            completed, pending = (done + size, new[0], new[1], (*losses, losses_U)), None
-            done, trainable, opt_state, losses = completed[0], completed[1], completed[2], list(completed[3])
+            for cb in callbacks:
+                getattr(cb, "before_chunk", lambda *_: None)(done, size)
+            trainable, opt_state, losses_U = chunk_fn(trainable, opt_state, *inputs, jnp.arange(done, done + size))
+            losses.append(losses_U)  # from here the state includes this chunk
+            losses[-1] = to_host(losses_U)  # the one host sync per chunk
+            done += size
             for cb in callbacks:
                 cb.after_chunk(done, size, trainable, opt_state, losses, time.perf_counter() - t_chunk)
     except KeyboardInterrupt:
-        if pending is not None:  # interrupted while waiting for a dispatched chunk: its inputs are donated, so
-            completed = (pending[0], pending[1][0], pending[1][1], (*completed[3], to_host(pending[1][2])))  # finish it
-        done, trainable, opt_state, kept = completed
-        if any(getattr(x, "is_deleted", lambda: False)() for x in jax.tree.leaves((trainable, opt_state))):
-            raise  # interrupted while dispatching a chunk that donated them: only the last timed save remains
-        for cb in callbacks:
-            if hasattr(cb, "on_interrupt"):
-                cb.on_interrupt(done, trainable, opt_state, list(kept))
+        savers = [cb for cb in callbacks if hasattr(cb, "on_interrupt")]
+        if not savers or any(getattr(x, "is_deleted", lambda: False)() for x in jax.tree.leaves((trainable, opt_state))):
+            raise  # nothing to save, or interrupted while dispatching a chunk that donated them
+        losses = [to_host(x) for x in losses]
+        done = start + sum(x.shape[-1] for x in losses[given:])
+        for cb in savers:
+            cb.on_interrupt(done, trainable, opt_state, losses)
         raise
     return trainable, opt_state, np.concatenate(losses, axis=-1)

@@ -34,12 +34,17 @@ def run_mesh() -> Mesh | None:
     return jax.make_mesh((jax.device_count(),), ("runs",)) if jax.device_count() > 1 else None
 
 
-def one_run_chunk(loss_fn: Callable, optimizer: optax.GradientTransformation) -> Callable:
+def one_run_chunk(loss_fn: Callable, optimizer: optax.GradientTransformation, tick: Callable | None = None,
+                  tick_every: int = 10) -> Callable:
     """The pure chunk of one run: `lax.scan` over the steps_U; step s uses key fold_in(key, s), so results do
-    not depend on the chunk size. The update is scaled by the run's own learning rate (see make_optimizer)."""
+    not depend on the chunk size. The update is scaled by the run's own learning rate (see make_optimizer).
+    tick: called on the host (unordered, asynchronously: the program does not wait for it) after every
+    `tick_every` steps of each pass over the steps, for progress bars finer than a chunk."""
 
     def chunk(trainable, opt_state, frozen, run_data, lr, key, steps_U):
         def body(carry, step):
+            if tick is not None:
+                jax.lax.cond((step + 1) % tick_every == 0, lambda: jax.debug.callback(tick, step), lambda: None)
             tr, os = carry
             loss, grads = jax.value_and_grad(loss_fn)(tr, frozen, run_data, jax.random.fold_in(key, step))
             updates, os = optimizer.update(grads, os, tr)
@@ -85,6 +90,15 @@ class RunLayout:
             return jax.vmap(runs, in_axes=(0, 0, 0, 0, 0, 0, None))
         return lambda tr, os, fr, rd, lr, key, steps_U: jax.lax.map(  # bases one after another too
             lambda xs: runs(*xs, steps_U), (tr, os, fr, rd, lr, key))
+
+    def passes(self, R: int, E: int = 1) -> int:
+        """How many times each device runs a chunk's scan over the steps: once per slice of `run_batch` runs
+        (lax.map), per base when bases go one after another; once when all are vmapped. The tick count of a chunk
+        is passes x devices x steps // tick_every."""
+        r = -(-R // (self.mesh.size if self.mesh is not None else 1))
+        if self.run_batch == 0:
+            return 1
+        return -(-r // self.run_batch) * (E if self.per_base else 1)
 
     def init_optimizer(self, optimizer: optax.GradientTransformation) -> Callable:
         init = jax.vmap(optimizer.init)

@@ -16,7 +16,7 @@ import optax
 from flax import nnx
 
 from prefixlab.config import ModelConfig
-from prefixlab.host_loop import ChunkTimes, ProgressBar, ResumeSaves, train_chunks
+from prefixlab.host_loop import TICK_EVERY, ChunkTimes, ProgressBar, ResumeSaves, progress_tick, train_chunks
 from prefixlab.model import Context, Transformer, abstract_model
 from prefixlab.run_layout import RunLayout, one_run_chunk
 from prefixlab.tasks import FIRST_TARGET, Batch, Mixture
@@ -98,8 +98,8 @@ def run_training(
     if steps <= 0:
         raise ValueError(f"steps must be positive, got {steps}")
     layout = RunLayout.default(per_base, shares_base=frozen is not None, run_batch=run_batch)
-    chunk_fn = layout.compile(one_run_chunk(loss_fn, optimizer))
-    R = jax.tree.leaves(trainable_R)[0].shape[layout.run_axis]
+    chunk_fn = layout.compile(one_run_chunk(loss_fn, optimizer, progress_tick if progress else None, TICK_EVERY))
+    E, R = jax.tree.leaves(trainable_R)[0].shape[:2] if per_base else (1, jax.tree.leaves(trainable_R)[0].shape[0])
     trainable_R, frozen, run_data_R, lr_R, key_R = layout.place(
         trainable_R, frozen, run_data_R, jnp.asarray(lr_R, jnp.float32), key_R)
     opt_state_R = layout.init_optimizer(optimizer)(trainable_R)
@@ -109,7 +109,8 @@ def run_training(
         losses = [losses_done]
     trainable_R, opt_state_R = layout.shard(trainable_R), layout.shard(opt_state_R)
     start = time.perf_counter()
-    bar = ProgressBar(steps, done, desc, progress)
+    devices = layout.mesh.size if layout.mesh is not None else 1
+    bar = ProgressBar(steps, done, desc, progress, layout.passes(R, E) * devices / TICK_EVERY)
     callbacks = [bar] + ([ResumeSaves(resume, steps)] if resume is not None else []) + (
         [ChunkTimes(chunk_times)] if chunk_times is not None else [])
     try:
