@@ -102,20 +102,24 @@ def _sweep(config, run_dir, manifest, done_groups, resume, progress, save_every,
     if config.grid_shard is not None:
         log(f"grid shard {config.grid_shard[0]}/{config.grid_shard[1]}: {len(groups)} of the sweep's "
             f"{len(config.groups(sharded=False))} groups (merge the shards with scripts/merge.py)")
-    for task, method in groups:
+    to_run = sum(group_name(*g) not in done_groups for g in groups)
+    t_groups, ran = time.perf_counter(), 0
+    for k, (task, method) in enumerate(groups, 1):
         cross = [t for t in config.task_mixes if t.spec != task.spec] if config.cross_eval else []
         group = group_name(task, method)
+        label = f"[{k}/{len(groups)}] "
         if group in done_groups:
-            log(f"  {group:<36} done earlier, kept")
+            log(f"{label}{group:<36} done earlier, kept")
             continue
         recs = _run_group(config, run_dir, manifest, method, task, cross, base_E, base, seeds, progress,
-                          save_every)
+                          save_every, label)
         new_records += recs
+        ran += 1
         em = [r["exact_match"] for r in recs if r["exact_match"] is not None]
         diverged = sum(r["status"] == "diverged" for r in recs)
-        log(f"  {group:<36} exact match {100 * sum(em) / max(len(em), 1):5.1f} % (mean of {len(em)} runs"
-            + (f", {diverged} diverged" if diverged else "") + f")  {time.perf_counter() - t0:6.0f} s elapsed",
-            flush=True)
+        log(f"{label}{group:<36} exact match {100 * sum(em) / max(len(em), 1):5.1f} % (mean of {len(em)} runs"
+            + (f", {diverged} diverged" if diverged else "") + f")  {time.perf_counter() - t0:6.0f} s elapsed"
+            + _eta(time.perf_counter() - t_groups, ran, to_run), flush=True)
 
     if not writer:
         return new_records
@@ -128,7 +132,13 @@ def _sweep(config, run_dir, manifest, done_groups, resume, progress, save_every,
     return records
 
 
-def _run_group(config, run_dir, manifest, method, task, cross, base_E, base, seeds, progress, save_every):
+def _eta(seconds: float, ran: int, to_run: int) -> str:
+    """The rest of the sweep at the mean time of its groups so far (groups differ: a rough guide)."""
+    left = seconds / ran * (to_run - ran)
+    return f", about {left / 60:.1f} min to go" if ran < to_run else ""
+
+
+def _run_group(config, run_dir, manifest, method, task, cross, base_E, base, seeds, progress, save_every, label=""):
     """Tunes and evaluates one group; the writer saves its parameters, then appends its records in one write."""
     writer = manifest is not None
     group = group_name(task, method)
@@ -141,7 +151,7 @@ def _run_group(config, run_dir, manifest, method, task, cross, base_E, base, see
     recs, trainable_ER, losses_ERU = tune_group(
         method, config.model_config, base_E, task, runs, seeds, config.tune_steps, config.batch_size,
         eval_samples=config.eval_samples, chunk=config.chunk, progress=progress, cross_tasks=cross,
-        resume=partial if writer and not is_multi() else None)  # several processes resume by groups
+        resume=partial if writer and not is_multi() else None, label=label)  # several processes resume by groups
     for r in recs:
         r.update(pretrain=config.pretrain_mix.spec, model=config.model, variant=config.task_variant.name,
                  pretrain_steps=config.pretrain_steps, group=group, task=task.spec, method=method.name,

@@ -16,6 +16,7 @@ import zlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from prefixlab.config import ModelConfig
 from prefixlab.evaluate import DEFAULT_EVAL_SAMPLES, make_evaluator
@@ -64,13 +65,15 @@ def tune_group(
     progress: bool = True,
     cross_tasks: list[Mixture] = (),
     resume=None,
+    label: str = "",
 ):
     """Tunes every run of a group on each seed's frozen base (`base_E`: base parameters stacked over seeds),
     all in one program, then evaluates. Returns (records, trainable_ER, losses_ERU): one record dict per
     (seed, run) with seed, context_len, lr, exact_match, token_accuracy, final_loss, trainable_params, wall_s,
     status ("ok", or "diverged" when the loss went NaN/inf: its accuracies are then None), loss_curve, and, when
     `cross_tasks` are given, cross_exact_match {task: exact match of this tuned run on that task}.
-    resume: a `checkpoint.ChunkCheckpoint` for the training state (see `train.run_training`)."""
+    resume: a `checkpoint.ChunkCheckpoint` for the training state (see `train.run_training`).
+    label: put before the progress bars' descriptions (the sweep's "[k/N] ")."""
     E, R = len(seeds), len(runs)
     P = max((r.context_len or 0) for r in runs)
     graphdef = method.graphdef(cfg)
@@ -96,12 +99,19 @@ def tune_group(
         lr_ER = jnp.array([[r.lr for r in runs]] * E)
         trainable_ER, losses_ERU, wall = run_training(
             loss_on, trainable_ER, base_E, run_data_ER, lr_ER, make_optimizer(optim), train_keys_ER, steps,
-            chunk, desc=f"{method.name} {task.spec} ({E * R} runs)", progress=progress, per_base=True, resume=resume,
+            chunk, desc=f"{label}{method.name} {task.spec} ({E * R} runs)", progress=progress, per_base=True, resume=resume,
         )
     evaluate = lambda t: jax.device_get(make_evaluator(build, t, eval_samples, per_base=True, cache_key=(method, cfg))(
         trainable_ER, base_E, run_data_ER))
-    exact_ER, tok_ER = evaluate(task)
-    cross = {t.spec: evaluate(t)[0] for t in cross_tasks}
+    with tqdm(total=1 + len(cross_tasks), desc=f"{label}evaluate {task.spec}", unit="task", leave=False,
+              disable=not progress, dynamic_ncols=True) as bar:
+        exact_ER, tok_ER = evaluate(task)
+        bar.update()
+        cross = {}
+        for t in cross_tasks:
+            bar.set_postfix_str(f"on {t.spec}")
+            cross[t.spec] = evaluate(t)[0]
+            bar.update()
     fl_ER = final_loss(losses_ERU) if losses_ERU.shape[-1] else np.full((E, R), np.nan)
     diverged_ER = ~np.isfinite(losses_ERU).all(axis=-1)
     records = []
