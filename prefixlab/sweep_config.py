@@ -30,6 +30,14 @@ MAX_PROMPT_SEARCH_LEN = 8
 COMPUTE_DTYPES = ("float32", "bfloat16")  # the hard-prompt search grows as V^P
 
 
+# Named starting points for a sweep: the SweepConfig fields each sets (anything given explicitly overrides them).
+SWEEP_PRESETS = {
+    # for trying things out: a base that learns its classic task (mostly) in about a minute on 2 CPU cores
+    "minute": dict(model="paper-exp1", pretrain_steps=2000, tune_steps=300, seeds=2, eval_samples=800,
+                   methods=("none", "soft_prompt", "prefix", "lora", "full")),
+}
+
+
 class SweepError(ValueError):
     """A sweep that cannot run as configured; `field` names the offending SweepConfig field (or None)."""
 
@@ -262,6 +270,13 @@ class SweepConfig:
         if self.grid_shard is None:
             del d["grid_shard"]  # an unsharded config.json reads as it did before sharding existed
         return json.loads(json.dumps(d))  # tuples -> lists, as it reads back
+
+    @classmethod
+    def preset(cls, name: str, **fields) -> SweepConfig:
+        """The sweep preset `name` (SWEEP_PRESETS) with `fields` on top, e.g. preset("minute", pretrain="add1")."""
+        if name not in SWEEP_PRESETS:
+            raise SweepError(f"preset: unknown sweep preset {name!r}; valid: {', '.join(SWEEP_PRESETS)}", "preset")
+        return cls(**{**SWEEP_PRESETS[name], **fields})
 
     @classmethod
     def from_dict(cls, d: dict) -> SweepConfig:

@@ -28,12 +28,13 @@ from prefixlab.methods import LORA_MODULES, METHODS, PREFIX_INITS, SOFT_PROMPT_I
 from prefixlab.sweep import SweepConfig, SweepError, load_config, run_sweep  # noqa: E402
 from prefixlab.processes import initialize  # noqa: E402
 from prefixlab.shards import shard_dir, slice_env  # noqa: E402
-from prefixlab.sweep_config import COMPUTE_DTYPES, LR_DEFAULTS, parse_shard  # noqa: E402
+from prefixlab.sweep_config import COMPUTE_DTYPES, LR_DEFAULTS, SWEEP_PRESETS, parse_shard  # noqa: E402
 
 D = SweepConfig()  # the defaults
 # flag -> SweepConfig field, where the names differ; flags not here and not OPERATIONAL map to the same name
 FIELD_OF = {"prefix_init": "prefix_inits", "no_cross_eval": "cross_eval"}
-OPERATIONAL = ("out", "force", "resume", "quiet", "save_every", "distributed")  # how to run, not what
+FLAG_OF = {field: flag for flag, field in FIELD_OF.items()}
+OPERATIONAL = ("out", "force", "resume", "quiet", "save_every", "distributed", "preset")  # how to run, not what
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -56,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
 default tuning learning rates: {lr_doc}
 valid tasks: {T._valid_names()}; compose with '+', e.g. sort_asc+add1""",
     )
+    p.add_argument("--preset", choices=list(SWEEP_PRESETS), default=None,
+                   help="start from a named set of the flags below; flags given explicitly override it. "
+                        + "; ".join(f"{name}: " + ", ".join(f"{flag_of(f)} {_flag_value(v)}" for f, v in fields.items())
+                                    for name, fields in SWEEP_PRESETS.items()))
     p.add_argument("--pretrain", default=D.pretrain,
                    help="pretraining task, or a comma list for a uniform mixture with no task indicator (default: %(default)s)")
     p.add_argument("--tasks", default=",".join(D.tasks), help="comma list of tasks to tune and evaluate on (default: %(default)s)")
@@ -123,8 +128,7 @@ CONVERT = {"no_cross_eval": lambda v: not v}
 
 
 def flag_of(field: str) -> str:
-    name = {v: k for k, v in FIELD_OF.items()}.get(field, field)
-    return "--" + name.replace("_", "-")
+    return "--" + FLAG_OF.get(field, field).replace("_", "-")
 
 
 def config_fields(given: dict) -> dict:
@@ -173,10 +177,22 @@ def cli_message(e: SweepError) -> str:
     return text
 
 
+def _flag_value(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+
+
+def parse_flags(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """The flags, with --preset's values as the defaults of those not given."""
+    preset = parser.parse_known_args(argv)[0].preset
+    if preset:
+        parser.set_defaults(**{FLAG_OF.get(f, f): v for f, v in SWEEP_PRESETS[preset].items()})
+    return parser.parse_args(argv)
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    a = parser.parse_args(argv)
+    a = parse_flags(parser, argv)
     try:
         shard = parse_shard(a.grid_shard) if a.grid_shard else slice_env()
     except SweepError as e:

@@ -215,3 +215,15 @@ def test_match_params_lora_gets_a_learning_rate(tune_lr, expected):
     config = SweepConfig(model="tiny", methods="prefix", prefix_lengths=(2,), match_params=True, tune_lr=tune_lr)
     assert [m.name for m in config.method_groups()] == ["prefix", "lora"]
     assert config.learning_rates("lora") == expected
+
+
+def test_preset_sets_defaults_that_explicit_flags_override():
+    from tests.helpers import load_script
+
+    script = load_script(SWEEP)
+    a = script.parse_flags(script.build_parser(), ["--preset", "minute", "--seeds", "3", "--pretrain", "add1"])
+    config = SweepConfig(**script.config_fields(vars(a)))
+    assert config == SweepConfig.preset("minute", seeds=3, pretrain="add1")
+    assert (config.pretrain_steps, config.seeds, config.model) == (2000, 3, "paper-exp1")
+    plain = script.parse_flags(script.build_parser(), [])
+    assert SweepConfig(**script.config_fields(vars(plain))) == SweepConfig()  # no preset: the defaults

@@ -74,3 +74,8 @@ def test_a_relative_cache_dir_is_stored_absolute(tmp_path, monkeypatch):
     assert SweepConfig.from_json(config.to_json()) == config == SweepConfig(cache_dir=str(tmp_path / "runs/cache"))
     monkeypatch.setenv("PREFIXLAB_CACHE", "rel-cache")
     assert SweepConfig().resolved().cache_dir == str(tmp_path / "rel-cache")
+
+
+def test_unknown_sweep_preset_names_the_valid_ones():
+    with pytest.raises(SweepError, match="valid: minute"):
+        SweepConfig.preset("hour")
