@@ -42,6 +42,7 @@ class Context:
     report: Report
     timing: SectionTiming
     log: object = print
+    progress: bool = False  # the sweeps' own log lines and tqdm bars, as they go
 
     @property
     def sizes(self) -> dict:
@@ -58,17 +59,21 @@ class Context:
         run_dir = self.out / name
         resume = (run_dir / "config.json").exists()
         self.log(f"  sweep {name} -> {run_dir}" + (" (resuming)" if resume else ""), flush=True)
-        return run_sweep(self.config(config), run_dir, resume=resume, progress=False, log=_quiet)
+        return run_sweep(self.config(config), run_dir, resume=resume, progress=self.progress,
+                         log=self.log if self.progress else _quiet)
 
 
 def _quiet(*args, **kwargs):
     """The sweeps' own log: kept out of the reproduction's output, as `--quiet` with captured output did."""
 
 
-def run_reproduction(profile: str, out, sections=None, cache_dir=None, log=print) -> Path:
+def run_reproduction(profile: str, out, sections=None, cache_dir=None, log=print, progress=False) -> Path:
     """Runs `sections` (default: all, in SECTIONS order as given) of the reproduction with the sizes of `profile`
-    into `out`; writes <out>/report.md after every section and returns its path. Raises ValueError for an unknown
-    profile or section, prefixlab.sweep.SweepError when a sweep cannot run or resume as configured."""
+    into `out`; writes <out>/report.md after every section and returns its path. `log(*args, flush=...)` gets the
+    reproduction's lines (a section's start, each sweep's run directory); with progress=True also the sweeps' own
+    (bases restored or pretrained, one line per finished group, the sweep's table), and every training run shows
+    a tqdm bar (tqdm.auto: a widget in a notebook), so a long section shows how it goes. Raises ValueError for an
+    unknown profile or section, prefixlab.sweep.SweepError when a sweep cannot run or resume as configured."""
     sections = list(SECTIONS if sections is None else ([s.strip() for s in sections.split(",")]
                                                        if isinstance(sections, str) else sections))
     bad = [s for s in sections if s not in RUNNERS]
@@ -78,7 +83,7 @@ def run_reproduction(profile: str, out, sections=None, cache_dir=None, log=print
         raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
     out = Path(out)
     ctx = Context(out, profile, Path(cache_dir) if cache_dir else None, Report(out, profile),
-                  SectionTiming(out / "timing.json"), log)
+                  SectionTiming(out / "timing.json"), log, progress)
     start = time.perf_counter()
     for name in sections:
         log(f"[{name}] {time.perf_counter() - start:6.0f} s", flush=True)
