@@ -83,7 +83,7 @@ _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h")  # 11 markers x 10 colours: 110 distinct pairs
 _BASE = dict(color="black", marker="", ls=":")  # the untuned base, a reference line in every panel
 # series sharing an x are spread apart by this factor each, not overdrawn: lengths (log 2), params (log 10) axes
-LENGTH_DODGE, PARAMS_DODGE = 2 ** 0.06, 10 ** 0.06
+LENGTH_DODGE, PARAMS_DODGE = 2 ** 0.06, 10 ** 0.1
 
 
 class _Styles:
@@ -97,30 +97,33 @@ class _Styles:
         return dict(color=_COLORS[i % len(_COLORS)], marker=_MARKERS[i % len(_MARKERS)])
 
 
-def _varied_lr(rows) -> set:
-    """Method labels tuned at more than one lr: only their series names carry the lr."""
-    lrs = defaultdict(set)
+def _varied(rows) -> dict[str, set]:
+    """{"lr": method labels tuned at more than one lr, "context_len": ... at more than one length}: only their
+    series names carry that setting, so a one-length sweep's series have one name (and style) in every plot."""
+    seen = defaultdict(set)
     for r in rows:
-        lrs[method_label(r)].add(r.get("lr"))
-    return {m for m, v in lrs.items() if len(v) > 1}
+        for key in ("lr", "context_len"):
+            seen[key, method_label(r)].add(r.get(key))
+    return {key: {m for (k, m), v in seen.items() if k == key and len(v) > 1} for key in ("lr", "context_len")}
 
 
-def _series_name(r, varied_lr, with_len=False) -> str:
-    name = method_label(r)
-    if with_len and r.get("context_len") is not None:
+def _series_name(r, varied, with_len=False) -> str:
+    label = method_label(r)
+    name = label
+    if with_len and label in varied["context_len"]:
         name += f" P={r['context_len']}"
     if r.get("lora_rank") is not None:
         name += f" r={r['lora_rank']}"
-    if name.split(" ")[0] in varied_lr and is_tuned(r):
+    if label in varied["lr"] and is_tuned(r):
         name += f" lr {r['lr']:g}"
     return name
 
 
-def _series(rows, varied_lr) -> dict[str, list[dict]]:
+def _series(rows, varied) -> dict[str, list[dict]]:
     """Rows by series (method and its settings other than the length), in first-seen order."""
     out = defaultdict(list)
     for r in rows:
-        out[_series_name(r, varied_lr)].append(r)
+        out[_series_name(r, varied)].append(r)
     return out
 
 
@@ -132,8 +135,18 @@ def _em_with_bars(rs) -> tuple[list, list]:
     return y, [[min(h, v) for h, v in zip(half, y)], [min(h, 100 - v) for h, v in zip(half, y)]]
 
 
-def _dodge(xs, k, n, factor):
-    return [x * factor ** (k - (n - 1) / 2) for x in xs]
+def _errorbar_series(ax, series, key, factor, styles):
+    """Each series' mean exact match with its interval, against `key`; series sharing an x are spread apart by
+    `factor` each (an x used by one series stays where it is)."""
+    at_x = defaultdict(list)
+    for name, rs in series.items():
+        for r in rs:
+            at_x[r[key]].append(name)
+    for name, rs in series.items():
+        rs.sort(key=lambda r: r[key])
+        xs = [r[key] * factor ** (at_x[r[key]].index(name) - (len(at_x[r[key]]) - 1) / 2) for r in rs]
+        y, bars = _em_with_bars(rs)
+        ax.errorbar(xs, y, yerr=bars, capsize=3, ms=5, lw=1.3, label=name, **styles(name))
 
 
 def _grid(plt, n: int, title: str):
@@ -143,7 +156,7 @@ def _grid(plt, n: int, title: str):
                              layout="constrained")
     for ax in axes.flat[n:]:
         ax.remove()  # no empty panels
-    fig.suptitle(textwrap.fill(title, int(13 * fig.get_figwidth())), fontsize=10)  # wrapped to the width
+    fig.suptitle(textwrap.fill(title, int(16 * fig.get_figwidth())), fontsize=10)  # wrapped to the width
     return fig, list(axes.flat[:n])
 
 
@@ -189,7 +202,7 @@ def _ref_line(ax, y, name, style):
     ax.axhline(y, ls="--", lw=1.2, ms=6, label=name, clip_on=False, **style)
 
 
-def _accuracy_vs_length(plt, rows, styles, varied_lr):
+def _accuracy_vs_length(plt, rows, styles, varied):
     with_len = [r for r in rows if r["context_len"] is not None]
     tasks = list(dict.fromkeys(r["task"] for r in with_len))  # only tasks tuned at some length get a panel
     if not tasks:
@@ -199,15 +212,11 @@ def _accuracy_vs_length(plt, rows, styles, varied_lr):
                       "of the mean; dashed: methods without a length")
     for ax, task in zip(axes, tasks):
         mine = [r for r in rows if r["task"] == task]
-        series = _series([r for r in mine if r["context_len"] is not None], varied_lr)
-        for k, (name, rs) in enumerate(series.items()):
-            rs.sort(key=lambda r: r["context_len"])
-            y, bars = _em_with_bars(rs)
-            x = _dodge([r["context_len"] for r in rs], k, len(series), LENGTH_DODGE)
-            ax.errorbar(x, y, yerr=bars, capsize=3, ms=5, lw=1.3, label=name, **styles(name))
+        series = _series([r for r in mine if r["context_len"] is not None], varied)
+        _errorbar_series(ax, series, "context_len", LENGTH_DODGE, styles)
         for r in mine:
             if r["context_len"] is None and r["method"] != "none":
-                name = _series_name(r, varied_lr)
+                name = _series_name(r, varied)
                 _ref_line(ax, 100 * r["exact_match"], name, styles(name))
         _base_line(ax, [r for r in mine if r["method"] == "none"])
         _length_ticks(ax, lengths)
@@ -215,7 +224,7 @@ def _accuracy_vs_length(plt, rows, styles, varied_lr):
     return _legend(fig, styles)
 
 
-def _accuracy_vs_params(plt, rows, styles, varied_lr):
+def _accuracy_vs_params(plt, rows, styles, varied):
     tuned = [r for r in rows if r["method"] != "none"]
     tasks = list(dict.fromkeys(r["task"] for r in tuned))
     if not tasks:
@@ -223,30 +232,25 @@ def _accuracy_vs_params(plt, rows, styles, varied_lr):
     fig, axes = _grid(plt, len(tasks), "Exact match vs trainable parameters: mean over seeds, bars = 95 % "
                       "t-interval of the mean; a line joins a method's lengths")
     for ax, task in zip(axes, tasks):
-        series = _series([r for r in tuned if r["task"] == task], varied_lr)
-        for k, (name, rs) in enumerate(series.items()):
-            rs.sort(key=lambda r: r["trainable_params"])
-            y, bars = _em_with_bars(rs)
-            x = _dodge([r["trainable_params"] for r in rs], k, len(series), PARAMS_DODGE)
-            ax.errorbar(x, y, yerr=bars, capsize=3, ms=5, lw=1.3, label=name, **styles(name))
+        series = _series([r for r in tuned if r["task"] == task], varied)
+        _errorbar_series(ax, series, "trainable_params", PARAMS_DODGE, styles)
         _base_line(ax, [r for r in rows if r["task"] == task and r["method"] == "none"])
         _params_ticks(ax, [r["trainable_params"] for r in tuned])
         ax.set(title=task, xlabel="trainable parameters (log scale)", ylabel="exact match %", ylim=(-3, 103))
     return _legend(fig, styles)
 
 
-def _loss_curves(plt, records, varied_lr):
-    """Training loss of every tuned series (length is a setting here): mean over seeds, band = min..max."""
+def _loss_curves(plt, records, styles, varied):
+    """Training loss of every tuned series (each length its own): mean over seeds, band = min..max."""
     curves = defaultdict(list)
     for r in records:
         curve = [math.nan if v is None else v for v in (r.get("loss_curve") or [])]
         # the base's curve is pretraining's; one point (prompt search) or all-NaN (diverged) is no curve
         if r["method"] != "none" and sum(math.isfinite(v) for v in curve) >= 2:
-            curves[(r["task"], _series_name(r, varied_lr, with_len=True))].append((curve, r["steps"]))
+            curves[(r["task"], _series_name(r, varied, with_len=True))].append((curve, r["steps"]))
     tasks = list(dict.fromkeys(t for t, _ in curves))
     if not tasks:
         return None
-    styles = _Styles()
     fig, axes = _grid(plt, len(tasks), "Training loss while tuning: mean over seeds, band = min..max over seeds")
     for ax, task in zip(axes, tasks):
         for (t, name), cs in curves.items():
@@ -272,11 +276,11 @@ def figures(records: list[dict]) -> dict:
     import matplotlib.pyplot as plt
 
     rows = [r for r in summarize(records) if r["exact_match"] is not None]
-    varied_lr = _varied_lr([r for r in rows if is_tuned(r)])
-    styles = _Styles()  # shared: a series has the same colour and marker in both accuracy plots
-    figs = {PLOTS[0]: _accuracy_vs_length(plt, rows, styles, varied_lr),
-            PLOTS[1]: _loss_curves(plt, records, varied_lr),
-            PLOTS[2]: _accuracy_vs_params(plt, rows, styles, varied_lr)}
+    varied = _varied([r for r in rows if is_tuned(r)])
+    styles = _Styles()  # shared: a series has the same colour and marker in every plot
+    figs = {PLOTS[0]: _accuracy_vs_length(plt, rows, styles, varied),
+            PLOTS[1]: _loss_curves(plt, records, styles, varied),
+            PLOTS[2]: _accuracy_vs_params(plt, rows, styles, varied)}
     return {name: fig for name, fig in figs.items() if fig is not None}
 
 
