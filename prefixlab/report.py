@@ -152,11 +152,11 @@ def _errorbar_series(ax, series, key, factor, styles):
 def _grid(plt, n: int, title: str):
     cols = 2 if n == 4 else min(n, 3)  # 2 x 2 rather than 3 + 1
     nrows = math.ceil(n / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.4 * cols, 3.2 * nrows + 0.8), squeeze=False,
+    fig, axes = plt.subplots(nrows, cols, figsize=(max(4.4 * cols, 6.5), 3.2 * nrows + 0.8), squeeze=False,
                              layout="constrained")
     for ax in axes.flat[n:]:
         ax.remove()  # no empty panels
-    fig.suptitle(textwrap.fill(title, int(16 * fig.get_figwidth())), fontsize=10)  # wrapped to the width
+    fig.suptitle(textwrap.fill(title, int(13 * fig.get_figwidth())), fontsize=10)  # wrapped to the width
     return fig, list(axes.flat[:n])
 
 
