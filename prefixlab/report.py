@@ -174,12 +174,17 @@ def _legend(fig, styles: _Styles):
 
 
 def _length_ticks(ax, lengths):
-    """Log-2 axis with integer ticks at the lengths run, thinned to at most 8 so labels never overlap."""
+    """Log-2 axis with integer ticks at the lengths run, each at least a tenth of the axis from the last, so
+    labels never overlap (1, 2, 4, ..., 64 all stay; 57..64 keeps a few)."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-    step = math.ceil(len(lengths) / 8)
+    gap = (math.log2(lengths[-1] * 1.5) - math.log2(lengths[0] / 1.5)) / 10
+    ticks = lengths[:1]
+    for p in lengths[1:]:
+        if math.log2(p) - math.log2(ticks[-1]) >= gap:
+            ticks.append(p)
     ax.set_xscale("log", base=2)
-    ax.xaxis.set_major_locator(FixedLocator(lengths[::step]))
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.0f}"))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlim(lengths[0] / 1.5, lengths[-1] * 1.5)

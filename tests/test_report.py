@@ -142,3 +142,13 @@ def test_untuned_rows_show_no_tuning_settings_and_cross_table_has_rank():
     assert "| tuned on | method | len (tokens) | rank | lr | add1 | sort_desc |" in cross
     assert "| sort_desc | lora:o,fc | - | 1 | 0.005 | 2.0 | 91.0 |" in cross
     assert "| sort_desc | lora:o,fc | - | 4 | 0.005 | 2.0 | 91.0 |" in cross
+
+
+def test_many_lengths_get_thinned_integer_ticks():
+    import matplotlib.pyplot as plt
+
+    recs = [dict(r, context_len=p, seed=p) for r in sweep_records() if r["method"] == "prefix" for p in range(1, 21)]
+    fig = figures(recs)["accuracy_vs_length.png"]
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    plt.close("all")
+    assert labels == ["1", "2", "3", "5", "8", "12", "18"]  # no two within a tenth of the axis
