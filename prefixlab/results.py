@@ -71,24 +71,35 @@ def loss_curve(losses_U, points: int = 100) -> list[float]:
     return [round(float(w.mean()), 6) if np.isfinite(w).all() else None for w in windows]
 
 
-def _flat(record: dict) -> dict:
-    """CSV row: nested dicts become `key.sub` columns, lists (loss curves) stay in the JSON lines only."""
-    row = {}
-    for k, v in record.items():
-        if isinstance(v, dict):
-            row.update({f"{k}.{sub}": x for sub, x in v.items()})
-        elif not isinstance(v, list):
-            row[k] = v
+# results.csv: the same columns in the same order for every sweep (a field a record lacks is left empty), so
+# sweeps concatenate and load alike; units are in the names. docs/reference/sweeps.md lists them.
+CSV_COLUMNS = ("task", "method", "init", "context_len", "lora_rank", "lora_targets", "lr", "steps", "seed", "status",
+               "trainable_params", "exact_match_pct", "token_accuracy_pct", "cross_exact_match_pct",
+               "final_loss_nats", "wall_s", "group", "pretrain", "pretrain_steps", "model", "variant")
+_PCT_FIELDS = {"exact_match_pct": "exact_match", "token_accuracy_pct": "token_accuracy"}
+
+
+def _pct_or_none(x):
+    return None if x is None else round(100 * x, 6)
+
+
+def _csv_row(record: dict) -> dict:
+    """A record as CSV_COLUMNS: fractions become %, the cross-task scores one `task=%;task=%` cell (a column per
+    task would change the header from sweep to sweep), loss curves stay in the JSON lines only."""
+    row = {k: record.get(k) for k in CSV_COLUMNS}
+    row.update({col: _pct_or_none(record.get(k)) for col, k in _PCT_FIELDS.items()})
+    cross = record.get("cross_exact_match") or {}
+    row["cross_exact_match_pct"] = ";".join(f"{t}={'' if v is None else _pct_or_none(v)}"
+                                            for t, v in sorted(cross.items()))
+    row["final_loss_nats"] = record.get("final_loss")
     return row
 
 
 def write_csv(path: Path, records: list[dict]) -> None:
-    rows = [_flat(r) for r in records]
-    fields = sorted({k for r in rows for k in r})
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
+        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         w.writeheader()
-        w.writerows(rows)
+        w.writerows(_csv_row(r) for r in records)
 
 
 # two-sided 95 % Student-t quantiles by degrees of freedom (no scipy for a dozen numbers)
@@ -143,6 +154,12 @@ def method_label(row) -> str:
     return row["method"] + (f":{detail}" if detail else "")
 
 
+def is_tuned(row) -> bool:
+    """Whether lr and steps are the row's own tuning settings: not for the base ("none": they are pretraining's)
+    nor for a search without gradients (prompt: lr 0, steps unused)."""
+    return row["method"] != "none" and bool(row.get("lr"))
+
+
 def format_table(records: list[dict]) -> str:
     rows = summarize(records)
     header = f"{'task':<16} {'method':<24} {'len':>4} {'rank':>4} {'lr':>8} {'params':>9} {'steps':>6} " \
@@ -150,11 +167,12 @@ def format_table(records: list[dict]) -> str:
     lines = [header, "-" * len(header)]
     for r in rows:
         fmt = lambda v: "-" if v is None else str(v)
-        lr = f"{r['lr']:.0e}" if r["lr"] else "-"
+        tuned = is_tuned(r)
+        lr = f"{r['lr']:.0e}" if tuned else "-"
         pm = lambda m, sd, w: f"{'diverged':>{w + 8}}" if m is None else f"{100 * m:>{w}.1f} ± {100 * sd:<5.1f}"
         lines.append(
             f"{r['task']:<16} {method_label(r):<24} {fmt(r['context_len']):>4} {fmt(r['lora_rank']):>4} {lr:>8} "
-            f"{r['trainable_params']:>9,} {fmt(r['steps']):>6} "
+            f"{r['trainable_params']:>9,} {fmt(r['steps'] if tuned else None):>6} "
             f"{pm(r['exact_match'], r['exact_match_std'], 7)} {pm(r['token_accuracy'], r['token_accuracy_std'], 6)}"
             f"  {r['n_seeds']}" + (f" ({r['n_diverged']} diverged)" if r["n_diverged"] else "")
         )

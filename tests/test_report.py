@@ -2,7 +2,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from prefixlab.report import PLOTS, summary_markdown, write_report
+import pytest
+
+from prefixlab.report import PLOTS, figures, summary_markdown, write_report
 from prefixlab.results import append_jsonl
 
 REPORT = Path(__file__).resolve().parent.parent / "scripts" / "report.py"
@@ -24,6 +26,7 @@ def test_summary_has_interval_and_cross_matrix():
     text = summary_markdown(records())
     # prefix P=4: mean 51.0, std 1.0, 95 % half-width 4.303 * 1 / sqrt(3) = 2.48
     assert "| sort_desc | prefix | 4 | - | 0.001 | 40 | 20 | 51.0 [48.5, 53.5] | 1.0 |" in text
+    assert "| sort_desc | none | - | - | - | 90 | - |" in text  # the base's lr and steps are pretraining's
     assert "## Each tuned run on every task" in text and "| sort_desc | lora:" not in text.split("##")[0][:0]
 
 
@@ -60,3 +63,92 @@ def test_report_script_refuses_bad_lines_before_writing(tmp_path, capsys):
 def test_write_report_lists_its_files(tmp_path):
     files = write_report(tmp_path, records())
     assert {f.name for f in files} == {"results.csv", "summary.md", *PLOTS}
+
+
+def sweep_records(tasks=("sort_desc",), eval_only=("add1",)):
+    """Prefix at three lengths, LoRA at ranks 1 and 4, prompt search and the base, 3 seeds; `eval_only` tasks have
+    only the base's records (scored, never tuned), as in the extended-tasks experiment."""
+    out = []
+    runs = [("prefix", p, None, 5e-3, 0.2 * i) for i, p in enumerate((1, 4, 16))]
+    runs += [("lora", None, rank, 5e-3, 0.9) for rank in (1, 4)] + [("prompt", 2, None, 0.0, 0.1)]
+    for task in tasks:
+        for method, p, rank, lr, em in runs + [("none", None, None, 5e-4, 0.05)]:
+            for seed in range(3):
+                out.append(dict(pretrain="sort_asc", model="tiny", pretrain_steps=100, task=task, method=method,
+                                init="normal" if method == "prefix" else None, context_len=p, lora_rank=rank,
+                                lora_targets="o,fc" if rank else None, lr=lr, seed=seed,
+                                exact_match=em + 0.01 * seed, token_accuracy=em, trainable_params=32 * (p or rank or 9),
+                                steps=100 if method == "none" else 20, wall_s=1.0, status="ok",
+                                loss_curve=[2.0, 1.0, 0.5] if method not in ("none", "prompt") else [0.3],
+                                cross_exact_match={t: 0.02 for t in eval_only}))
+    for task in eval_only:
+        out += [dict(out[-1], task=task, method="none", init=None, context_len=None, lora_rank=None, lora_targets=None,
+                     lr=5e-4, steps=100, seed=seed) for seed in range(3)]
+    return out
+
+
+def legend(fig) -> dict:
+    """Legend label -> (colour, marker) of the figure's one legend."""
+    from matplotlib.container import ErrorbarContainer
+
+    (leg,) = fig.legends  # one per figure, with every panel's series once
+    out = {}
+    for ax in fig.axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            line = h.lines[0] if isinstance(h, ErrorbarContainer) else h
+            style = (line.get_color(), line.get_marker())
+            assert out.setdefault(label, style) == style  # a series looks the same in every panel
+    assert {t.get_text() for t in leg.get_texts()} == set(out)
+    return out
+
+
+@pytest.mark.filterwarnings("error")  # a matplotlib warning (empty legend, log of 0, ...) fails the test
+def test_eval_only_task_has_no_panel_and_each_setting_its_own_style():
+    import matplotlib.pyplot as plt
+
+    figs = figures(sweep_records())
+    try:
+        for name, fig in figs.items():
+            assert [ax.get_title() for ax in fig.axes] == ["sort_desc"], name  # no add1 panel: it was not tuned
+        by_name = legend(figs["accuracy_vs_length.png"])
+        assert {"lora:o,fc r=1", "lora:o,fc r=4", "prefix", "prompt"} <= set(by_name)
+        styles = [s for n, s in by_name.items() if not n.startswith("none")]
+        assert len(set(c for c, _ in styles)) == len(styles) and len(set(m for _, m in styles)) == len(styles)
+        assert legend(figs["accuracy_vs_params.png"])["lora:o,fc r=4"] == by_name["lora:o,fc r=4"]
+        losses = legend(figs["loss_curves.png"])
+        assert {"prefix P=1", "prefix P=4", "prefix P=16", "lora:o,fc r=1", "lora:o,fc r=4"} == set(losses)
+        assert len(set(losses.values())) == len(losses)  # prompt search (one loss value) has no curve
+        ax = figs["accuracy_vs_length.png"].axes[0]
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "4", "16"]  # integer lengths run
+    finally:
+        plt.close("all")
+
+
+def test_base_only_sweep_writes_no_empty_plot(tmp_path):
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "loss_curves.png").write_bytes(b"stale")
+    base = [r for r in sweep_records() if r["method"] == "none"]
+    assert write_report(tmp_path, base) == [tmp_path / "results.csv", tmp_path / "summary.md"]
+    assert not list((tmp_path / "plots").iterdir())
+
+
+def test_untuned_rows_show_no_tuning_settings_and_cross_table_has_rank():
+    text = summary_markdown(sweep_records())
+    main, cross = text.split("## Each tuned run")
+    # the base's lr and steps are pretraining's, prompt search has none: both '-'
+    assert "| sort_desc | none | - | - | - | 288 | - | 6.0 [3.5, 8.5] |" in main
+    assert "| sort_desc | prompt | 2 | - | - | 64 | - |" in main
+    assert "| sort_desc | lora:o,fc | - | 4 | 0.005 | 128 | 20 |" in main
+    assert "| tuned on | method | len (tokens) | rank | lr | add1 | sort_desc |" in cross
+    assert "| sort_desc | lora:o,fc | - | 1 | 0.005 | 2.0 | 91.0 |" in cross
+    assert "| sort_desc | lora:o,fc | - | 4 | 0.005 | 2.0 | 91.0 |" in cross
+
+
+def test_many_lengths_get_thinned_integer_ticks():
+    import matplotlib.pyplot as plt
+
+    recs = [dict(r, context_len=p, seed=p) for r in sweep_records() if r["method"] == "prefix" for p in range(1, 21)]
+    fig = figures(recs)["accuracy_vs_length.png"]
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    plt.close("all")
+    assert labels == ["1", "2", "3", "5", "8", "12", "18"]  # no two within a tenth of the axis

@@ -1,7 +1,9 @@
+import csv
 import json
+from pathlib import Path
 
-from prefixlab.results import (append_jsonl, format_table, loss_curve, mean_std_ci, read_jsonl, read_jsonl_repairing,
-                               summarize, write_csv)
+from prefixlab.results import (CSV_COLUMNS, append_jsonl, format_table, loss_curve, mean_std_ci, read_jsonl,
+                               read_jsonl_repairing, summarize, write_csv)
 
 
 def rec(seed, em, method="prefix", p=1):
@@ -50,6 +52,28 @@ def test_interval_and_diverged_runs():
 def test_loss_curve_downsamples_and_csv_flattens(tmp_path):
     curve = loss_curve(list(range(1000)), points=10)
     assert len(curve) == 10 and curve[0] == 49.5
-    write_csv(tmp_path / "r.csv", [dict(rec(0, 0.5), cross_exact_match={"add1": 0.1}, loss_curve=curve)])
-    header = (tmp_path / "r.csv").read_text().splitlines()[0].split(",")
-    assert "cross_exact_match.add1" in header and "loss_curve" not in header
+    write_csv(tmp_path / "r.csv", [dict(rec(0, 0.5), cross_exact_match={"add1": 0.1, "add2": None}, loss_curve=curve,
+                                        final_loss=0.25)])
+    (row,) = csv.DictReader(open(tmp_path / "r.csv"))
+    assert row["cross_exact_match_pct"] == "add1=10.0;add2=" and "loss_curve" not in row
+    assert row["exact_match_pct"] == "50.0" and row["final_loss_nats"] == "0.25" and row["lora_rank"] == ""
+
+
+def test_csv_header_is_the_same_for_any_sweep(tmp_path):
+    """Two sweeps with other tasks, methods and fields give one header: CSV_COLUMNS (what sweeps.md documents)."""
+    one = [dict(rec(0, 0.5), cross_exact_match={"add1": 0.1}, status="ok", group="sort_desc/prefix")]
+    other = [dict(rec(1, 0.2, method="lora", p=None), task="add1", lora_rank=4, lora_targets="o,fc"),
+             dict(rec(0, 0.1, method="none", p=None), task="add2", unknown_field=3, loss_curve=[1.0])]
+    headers = []
+    for name, records in (("one.csv", one), ("other.csv", other)):
+        write_csv(tmp_path / name, records)
+        headers.append((tmp_path / name).read_text().splitlines()[0])
+    assert headers[0] == headers[1] == ",".join(CSV_COLUMNS)
+    documented = (Path(__file__).resolve().parent.parent / "docs" / "reference" / "sweeps.md").read_text()
+    assert all(f"`{c}`" in documented for c in CSV_COLUMNS)
+
+
+def test_console_table_hides_untuned_settings():
+    base = dict(rec(0, 0.1, method="none", p=None), lr=5e-4, steps=1000)
+    line = format_table([base]).splitlines()[2]
+    assert "5e-04" not in line and "1000" not in line
