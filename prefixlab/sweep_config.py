@@ -32,9 +32,9 @@ COMPUTE_DTYPES = ("float32", "bfloat16")  # the hard-prompt search grows as V^P
 
 # Named starting points for a sweep: the SweepConfig fields each sets (anything given explicitly overrides them).
 SWEEP_PRESETS = {
-    # for trying things out: a base that learns its classic task (mostly) in about a minute on 2 CPU cores
-    "minute": dict(model="paper-exp1", pretrain_steps=2000, tune_steps=300, seeds=2, eval_samples=800,
-                   methods=("none", "soft_prompt", "prefix", "lora", "full")),
+    # for trying things out: learns sort/add tasks, about 1.5 min on 2 CPU cores (docs/guide/your-question.md)
+    "minute": dict(model="paper-exp1", pretrain_steps=2000, tune_steps=250, seeds=1, eval_samples=800,
+                   methods=("none", "prefix", "lora")),
 }
 
 
