@@ -37,7 +37,8 @@ def summary_markdown(records: list[dict]) -> str:
     lines = [
         "# Sweep summary",
         "",
-        f"Pretraining: `{head.get('pretrain')}` on `{head.get('model')}` ({head.get('pretrain_steps')} steps). "
+        f"Pretraining: `{head.get('pretrain')}` on `{head.get('model')}` ({head.get('pretrain_steps')} steps); "
+        f"{head.get('variant')} task variant for every task. "
         "Exact match and token accuracy in %: mean over seeds, ± sample std, [95 % t-interval of the mean]. "
         "lr and steps are tuning settings: '-' on rows not tuned by gradient (the base `none`, prompt search).",
         "",

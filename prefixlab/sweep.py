@@ -79,7 +79,7 @@ def _sweep(config, run_dir, manifest, done_groups, resume, progress, save_every,
     seeds = list(range(config.seeds))
     cfg = config.model_config
     log(f"prefixlab sweep -> {run_dir}  model {config.model} ({config.task_variant.name} tasks, vocabulary "
-        f"{cfg.vocab_size}), seeds {seeds}, {jax.device_count()} {jax.devices()[0].platform} device(s)"
+        f"{cfg.vocab_size}: {config.variant_reason}), seeds {seeds}, {jax.device_count()} {jax.devices()[0].platform} device(s)"
         + (f", resuming: {len(done_groups)} group(s) already done" if resume else ""))
     if config.match_params:
         for p in config.prefix_lengths:

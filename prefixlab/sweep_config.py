@@ -215,6 +215,17 @@ class SweepConfig:
         except T.TaskError as e:
             raise SweepError(str(e), "tasks") from e
 
+    @property
+    def variant_reason(self) -> str:
+        """Why every task of the sweep (and its base) uses `task_variant`, for the sweep's first log line."""
+        if self.variant is not None:
+            return "as asked (variant)"
+        parts = {p for spec in T.split_specs(self.pretrain) + list(self.tasks) for p in spec.split("+")}
+        only_extended = sorted(p for p in parts if T.PRIMITIVES[p].variants == ("extended",))
+        if only_extended:
+            return f"for every task, since {', '.join(only_extended)} exist(s) only in extended"
+        return "the default: every task exists in classic"
+
     @functools.cached_property
     def pretrain_mix(self) -> T.Mixture:
         return T.parse_mixture(self.pretrain, self.task_variant)

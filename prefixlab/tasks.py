@@ -25,7 +25,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from prefixlab.rng import uniform_ints
+from prefixlab.rng import hash_bits, uniform_ints
 
 SEQ_LEN = 10  # N: input length = target length
 FIRST_TARGET = SEQ_LEN - 1  # model-input position of the first scored prediction (the last input digit)
@@ -166,7 +166,8 @@ class Task:
         x_CN = uniform_ints(k_digits, (n_cand, SEQ_LEN), lo, hi)
         if p.x0_range is not None and len(self.parts) == 1:  # the reference's type check sees no composition
             x_CN = x_CN.at[:, 0].set(uniform_ints(k_x0, (n_cand,), *p.x0_range))
-        want_repeats = jax.random.bernoulli(k_rep, REPEAT_PROB, (n_cand,))  # a fresh coin per draw, as the reference
+        # a fresh coin per draw, as the reference; hashed bits, since a threefry word per candidate is slow on CPU
+        want_repeats = hash_bits(k_rep, (n_cand,)) < jnp.uint32(round(REPEAT_PROB * 2**32))
         ok_C = (~want_repeats | (_n_distinct(x_CN) <= MAX_DISTINCT)) & (is_test_input(x_CN) == test)
         idx = jnp.argmax(ok_C)
         return x_CN[idx], ok_C[idx]

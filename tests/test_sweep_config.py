@@ -79,3 +79,9 @@ def test_a_relative_cache_dir_is_stored_absolute(tmp_path, monkeypatch):
 def test_unknown_sweep_preset_names_the_valid_ones():
     with pytest.raises(SweepError, match="valid: minute"):
         SweepConfig.preset("hour")
+
+
+def test_variant_reason_names_the_extended_only_task():
+    assert "modulo exist(s) only in extended" in SweepConfig(tasks=("add1", "modulo")).variant_reason
+    assert "every task exists in classic" in SweepConfig().variant_reason
+    assert "as asked" in SweepConfig(variant="extended").variant_reason
