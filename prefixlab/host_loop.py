@@ -3,6 +3,9 @@ The host syncs once per chunk (the chunk's losses)."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
 from typing import Callable
 
@@ -101,6 +104,26 @@ def chunk_sizes(steps: int, chunk: int) -> list[int]:
     return [chunk] * full + ([rest] if rest else [])
 
 
+@contextlib.contextmanager
+def interrupts_held():
+    """Holds Ctrl-C (and SIGTERM where it is mapped to it) until the block ends. A chunk's dispatch donates the old
+    state before it returns the new one: an interrupt in between would leave no state to save."""
+    held = [sig for sig in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(sig) is signal.default_int_handler]
+    if not held or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got = []
+    for sig in held:
+        signal.signal(sig, lambda signum, frame: got.append(signum))
+    try:
+        yield
+    finally:
+        for sig in held:
+            signal.signal(sig, signal.default_int_handler)
+        if got:
+            raise KeyboardInterrupt
+
+
 def train_chunks(chunk_fn: Callable, trainable, opt_state, inputs: tuple, steps: int, chunk: int, done: int = 0,
                  losses: list | None = None, callbacks=()):
     """Runs `chunk_fn(trainable, opt_state, *inputs, steps_U)` over steps done..steps in chunks of `chunk`.
@@ -115,8 +138,9 @@ def train_chunks(chunk_fn: Callable, trainable, opt_state, inputs: tuple, steps:
             t_chunk = time.perf_counter()
             for cb in callbacks:
                 getattr(cb, "before_chunk", lambda *_: None)(done, size)
-            trainable, opt_state, losses_U = chunk_fn(trainable, opt_state, *inputs, jnp.arange(done, done + size))
-            losses.append(losses_U)  # from here the state includes this chunk
+            with interrupts_held():
+                trainable, opt_state, losses_U = chunk_fn(trainable, opt_state, *inputs, jnp.arange(done, done + size))
+                losses.append(losses_U)  # from here the state includes this chunk
             losses[-1] = to_host(losses_U)  # the one host sync per chunk
             done += size
             for cb in callbacks:

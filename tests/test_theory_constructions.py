@@ -1,12 +1,14 @@
 """Petrov's constructions on random targets, decoded by the project's own greedy_generate."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from prefixlab.decode import greedy_generate
-from prefixlab.theory import conditional, decoder_exact, responses, two_token, unconditional
+from prefixlab.theory import conditional, decoder_exact, max_vocab_two_token, responses, two_token, unconditional
 
 
 pytestmark = pytest.mark.usefixtures("x64_module")  # float64 for the whole module
@@ -49,6 +51,27 @@ def test_two_token_random_pairs(V, dtype):
     pairs = jnp.stack(jnp.meshgrid(jnp.arange(V), jnp.arange(V), indexing="ij"), -1).reshape(-1, 2)
     out = np.asarray(greedy_generate(model, pairs, 1, ctx))[:, 0]
     np.testing.assert_array_equal(out, M.reshape(-1))
+
+
+def two_token_wrong_maps(V: int, dtype: str, n_maps: int, seed: int = 0) -> int:
+    """How many of `n_maps` random maps (i, j) -> m(i, j) the two-token construction decodes wrongly somewhere.
+    The weights do not depend on the map (only the virtual token does), so one compiled decoder serves them all."""
+    g = np.random.default_rng(seed)
+    maps = [g.integers(0, V, (V, V)) for _ in range(n_maps)]
+    model, ctx0 = two_token(maps[0], V, dtype=dtype)
+    pairs = jnp.stack(jnp.meshgrid(jnp.arange(V), jnp.arange(V), indexing="ij"), -1).reshape(-1, 2)
+    decode = jax.jit(lambda embeds_PD: greedy_generate(model, pairs, 1, dataclasses.replace(ctx0, embeds_PD=embeds_PD))[:, 0])
+    wrong = 0
+    for M in maps:
+        other, ctx = two_token(M, V, dtype=dtype)
+        assert other.cfg == model.cfg
+        wrong += bool((np.asarray(decode(ctx.embeds_PD)) != M.reshape(-1)).any())
+    return wrong
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_two_token_exact_on_200_random_maps_at_the_guaranteed_size(dtype):
+    assert two_token_wrong_maps(max_vocab_two_token(dtype), dtype, 200) == 0
 
 
 def test_two_token_beyond_float32_limit_fails():
