@@ -224,7 +224,7 @@ class SweepConfig:
         only_extended = sorted(p for p in parts if T.PRIMITIVES[p].variants == ("extended",))
         if only_extended:
             return f"for every task, since {', '.join(only_extended)} exist(s) only in extended"
-        return "the default: every task exists in classic"
+        return "default, every task exists in classic"
 
     @functools.cached_property
     def pretrain_mix(self) -> T.Mixture:

@@ -1,5 +1,5 @@
-"""The guide's Python blocks run as written: docs/guide/analysing.md on a sweep, docs/guide/extending.md's task
-and method do what the page says."""
+"""The docs' Python blocks run as written: docs/guide/analysing.md on a sweep, docs/guide/extending.md's task
+and method do what the page says, docs/theory.md's construction generates its targets."""
 
 import re
 from pathlib import Path
@@ -40,3 +40,12 @@ def test_extending_guide_task_composes_and_method_trains_only_layernorms(monkeyp
     exec(method_block, namespace)
     paths = [f"blocks/{b}/{ln}/{p}" for b in (0, 1) for ln in ("ln1", "ln2") for p in ("scale", "bias")]
     check_trains_only(namespace["LayerNorms"](), paths + ["ln_f/scale", "ln_f/bias"], 5 * 2 * 16)
+
+
+def test_theory_page_example_generates_its_targets(capsys):
+    page = GUIDE.parent / "theory.md"
+    (code,) = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
+    namespace = {}
+    exec(code, namespace)
+    assert np.asarray(namespace["generated"]).tolist() == [namespace["targets"]]
+    assert "[[3 1 4 1 5 9 2 6]]" in capsys.readouterr().out
