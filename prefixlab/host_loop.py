@@ -31,7 +31,7 @@ def progress_tick(step):
 class ProgressBar:
     """A tqdm bar that advances every few steps, from the program's own ticks (`one_run_chunk(tick=progress_tick)`:
     no extra host sync), is set exactly after each chunk, shows the last step's mean loss, and says when it is
-    compiling. ticks_per_step: the program's tick calls per step of a chunk (RunLayout.passes x devices /
+    compiling. ticks_per_step: the program's tick calls per step of a chunk (RunLayout.passes /
     TICK_EVERY). The newest bar gets the ticks until it is closed."""
 
     def __init__(self, steps: int, done: int, desc: str, enabled: bool, ticks_per_step: float = 0.0):

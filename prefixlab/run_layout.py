@@ -6,6 +6,7 @@ Shape letters as in prefixlab/config.py (E base seeds, R runs per base, U steps)
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable
 
 import jax
@@ -92,13 +93,14 @@ class RunLayout:
             lambda xs: runs(*xs, steps_U), (tr, os, fr, rd, lr, key))
 
     def passes(self, R: int, E: int = 1) -> int:
-        """How many times each device runs a chunk's scan over the steps: once per slice of `run_batch` runs
-        (lax.map), per base when bases go one after another; once when all are vmapped. The tick count of a chunk
-        is passes x devices x steps // tick_every."""
-        r = -(-R // (self.mesh.size if self.mesh is not None else 1))
+        """How many times a chunk's scan over the steps runs, summed over devices: on each, once per slice of
+        `run_batch` runs (lax.map), per base when bases go one after another; once when all are vmapped. A chunk
+        ticks passes x steps // tick_every times."""
+        devices = self.mesh.size if self.mesh is not None else 1
         if self.run_batch == 0:
-            return 1
-        return -(-r // self.run_batch) * (E if self.per_base else 1)
+            return devices
+        runs_per_device = math.ceil(R / devices)
+        return devices * math.ceil(runs_per_device / self.run_batch) * (E if self.per_base else 1)
 
     def init_optimizer(self, optimizer: optax.GradientTransformation) -> Callable:
         init = jax.vmap(optimizer.init)

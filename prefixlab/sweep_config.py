@@ -220,8 +220,7 @@ class SweepConfig:
         """Why every task of the sweep (and its base) uses `task_variant`, for the sweep's first log line."""
         if self.variant is not None:
             return "as asked (variant)"
-        parts = {p for spec in T.split_specs(self.pretrain) + list(self.tasks) for p in spec.split("+")}
-        only_extended = sorted(p for p in parts if T.PRIMITIVES[p].variants == ("extended",))
+        only_extended = T.extended_only(s.split("+") for s in T.split_specs(self.pretrain) + list(self.tasks))
         if only_extended:
             return f"for every task, since {', '.join(only_extended)} exist(s) only in extended"
         return "default, every task exists in classic"

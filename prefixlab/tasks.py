@@ -233,8 +233,12 @@ def _resolve_variant(part_lists, variant) -> Variant:
         if variant not in VARIANTS:
             raise TaskError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
         return VARIANTS[variant]
-    needs_ext = any(PRIMITIVES[p].variants == _EXT for parts in part_lists for p in parts if p in PRIMITIVES)
-    return EXTENDED if needs_ext else CLASSIC
+    return EXTENDED if extended_only(part_lists) else CLASSIC
+
+
+def extended_only(part_lists) -> list[str]:
+    """The parts (of lists of primitive names) that exist only in the extended variant, sorted."""
+    return sorted({p for parts in part_lists for p in parts if p in PRIMITIVES and PRIMITIVES[p].variants == _EXT})
 
 
 def split_specs(specs: str) -> list[str]:

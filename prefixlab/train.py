@@ -109,8 +109,7 @@ def run_training(
         losses = [losses_done]
     trainable_R, opt_state_R = layout.shard(trainable_R), layout.shard(opt_state_R)
     start = time.perf_counter()
-    devices = layout.mesh.size if layout.mesh is not None else 1
-    bar = ProgressBar(steps, done, desc, progress, layout.passes(R, E) * devices / TICK_EVERY)
+    bar = ProgressBar(steps, done, desc, progress, layout.passes(R, E) / TICK_EVERY)
     callbacks = [bar] + ([ResumeSaves(resume, steps)] if resume is not None else []) + (
         [ChunkTimes(chunk_times)] if chunk_times is not None else [])
     try:
