@@ -84,7 +84,8 @@ def _legacy_method(tag: str, config: dict):
     name = tag.split("-")[0]
     if name == "lora":
         rank = int(tag.split("-")[1][1:])
-        return get_method("lora", rank=rank, alpha=config["lora_alpha"], targets=tuple(config["lora_targets"]))
+        return get_method("lora", rank=rank, alpha=config["lora_alpha"], targets=tuple(config["lora_targets"]),
+                          scaling=config.get("lora_scaling", "peft"))
     if name in ("soft_prompt", "prefix") and "-" in tag:
         return get_method(name, init_mode=tag.split("-", 1)[1])
     if name == "prefix_kv":

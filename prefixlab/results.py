@@ -73,7 +73,7 @@ def loss_curve(losses_U, points: int = 100) -> list[float]:
 
 # results.csv: the same columns in the same order for every sweep (a field a record lacks is left empty), so
 # sweeps concatenate and load alike; units are in the names. docs/reference/sweeps.md lists them.
-CSV_COLUMNS = ("task", "method", "init", "context_len", "lora_rank", "lora_targets", "lr", "steps", "seed", "status",
+CSV_COLUMNS = ("task", "method", "init", "context_len", "lora_rank", "lora_targets", "lora_scaling", "lr", "steps", "seed", "status",
                "trainable_params", "exact_match_pct", "token_accuracy_pct", "cross_exact_match_pct",
                "final_loss_nats", "wall_s", "group", "pretrain", "pretrain_steps", "model", "variant")
 _PCT_FIELDS = {"exact_match_pct": "exact_match", "token_accuracy_pct": "token_accuracy"}

@@ -18,7 +18,7 @@ from pathlib import Path
 from prefixlab import tasks as T
 from prefixlab.bases import default_cache_dir
 from prefixlab.config import PRESETS, ModelConfig, preset
-from prefixlab.methods import MAX_CONTEXT_LEN, METHODS, MethodError, get_method, match_lora_to_prefix
+from prefixlab.methods import LORA_SCALINGS, MAX_CONTEXT_LEN, METHODS, MethodError, get_method, match_lora_to_prefix
 
 # the default sweep's methods (fixed: a newly registered method does not change what the default sweep runs)
 DEFAULT_METHODS = ("none", "prompt", "soft_prompt", "prefix", "prefix_kv", "lora", "full")
@@ -107,6 +107,7 @@ class SweepConfig:
     lora_ranks: tuple[int, ...] = (1,)
     lora_targets: tuple[str, ...] = ("q", "k", "v", "o", "fc", "proj")
     lora_alpha: float = 1.0
+    lora_scaling: str = "constant"  # the update's scale: alpha (constant), alpha / r (peft) or alpha / sqrt(r) (rslora)
     match_params: bool = False
     soft_prompt_init: str = "sample_vocab"
     prefix_inits: tuple[str, ...] = ("normal",)
@@ -156,6 +157,8 @@ class SweepConfig:
         check(finite_positive(self.lr), "lr", f"lr must be a finite positive number, got {self.lr}")
         check(finite_positive(self.lora_alpha), "lora_alpha",
               f"lora_alpha must be a finite positive number, got {self.lora_alpha}")
+        check(self.lora_scaling in LORA_SCALINGS, "lora_scaling",
+              f"lora_scaling must be one of {', '.join(LORA_SCALINGS)}, got {self.lora_scaling!r}")
         bad = [m for m in self.methods if m not in METHODS]
         check(self.methods and not bad, "methods", f"unknown method(s) {bad}; valid: {', '.join(METHODS)}")
         check(min(self.prefix_lengths, default=0) >= 1, "prefix_lengths", "prefix_lengths must be >= 1")
@@ -256,7 +259,7 @@ class SweepConfig:
         if self.match_params:
             for p in self.prefix_lengths:
                 lora, _, _ = match_lora_to_prefix(self.model_config, p)
-                groups.append(dataclasses.replace(lora, alpha=self.lora_alpha))
+                groups.append(dataclasses.replace(lora, alpha=self.lora_alpha, scaling=self.lora_scaling))
         return groups
 
     def groups(self, sharded: bool = True) -> list[tuple]:
@@ -318,4 +321,5 @@ def load_config(run_dir) -> SweepConfig:
     if stored.get("config_version") != CONFIG_VERSION:
         raise SweepError(f"cannot resume {run_dir}: its config.json was written by an older prefixlab (no "
                          f"config_version {CONFIG_VERSION}); rerun it into a new directory")
-    return SweepConfig.from_dict(stored["sweep"])
+    # a run directory from before LoRA had a scaling setting used alpha / r: resume it as it ran
+    return SweepConfig.from_dict({"lora_scaling": "peft", **stored["sweep"]})

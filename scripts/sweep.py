@@ -24,7 +24,7 @@ from prefixlab import tasks as T  # noqa: E402
 from prefixlab.bases import DEFAULT_CACHE  # noqa: E402
 from prefixlab.checkpoint import CheckpointError  # noqa: E402
 from prefixlab.config import PRESETS  # noqa: E402
-from prefixlab.methods import LORA_MODULES, METHODS, PREFIX_INITS, SOFT_PROMPT_INITS  # noqa: E402
+from prefixlab.methods import LORA_MODULES, LORA_SCALINGS, METHODS, PREFIX_INITS, SOFT_PROMPT_INITS  # noqa: E402
 from prefixlab.sweep import SweepConfig, SweepError, load_config, run_sweep  # noqa: E402
 from prefixlab.processes import initialize  # noqa: E402
 from prefixlab.shards import shard_dir, slice_env  # noqa: E402
@@ -82,7 +82,11 @@ valid tasks: {T._valid_names()}; compose with '+', e.g. sort_asc+add1""",
     p.add_argument("--lora-targets", default=",".join(D.lora_targets),
                    help=f"LoRA target modules from {','.join(LORA_MODULES)} (default: %(default)s; the reference's "
                         "o,fc,proj cannot change a one-layer model's attention pattern)")
-    p.add_argument("--lora-alpha", type=float, default=D.lora_alpha, help="LoRA alpha; the update is scaled by alpha/rank (default: %(default)s)")
+    p.add_argument("--lora-alpha", type=float, default=D.lora_alpha, help="LoRA alpha; the update's scale is set by "
+                   "--lora-scaling (default: %(default)s)")
+    p.add_argument("--lora-scaling", choices=list(LORA_SCALINGS), default=D.lora_scaling,
+                   help="the LoRA update's scale: constant = alpha at every rank (so ranks compare at one scale), "
+                        "peft = alpha/rank (PEFT, the reference), rslora = alpha/sqrt(rank) (default: %(default)s)")
     p.add_argument("--match-params", action="store_true",
                    help="also run, for each prefix length, the LoRA rank on o,fc,proj with the prefix's parameter count")
     p.add_argument("--soft-prompt-init", choices=SOFT_PROMPT_INITS, default=D.soft_prompt_init, help="(default: %(default)s)")

@@ -108,7 +108,22 @@ def test_full_counts_every_weight():
     assert Full().n_params(preset("paper-exp1"), None) == 115_776
 
 
+def test_lora_scalings_and_checkpoints_from_before_them():
+    """constant: the update's scale is alpha at every rank; peft alpha / r; rslora alpha / sqrt(r)."""
+    from prefixlab.methods import method_from_settings, method_settings
+
+    scales = {s: [LoRA(rank=r, alpha=2.0, scaling=s).scale for r in (1, 4)] for s in ("constant", "peft", "rslora")}
+    assert scales == {"constant": [2.0, 2.0], "peft": [2.0, 0.5], "rslora": [2.0, 1.0]}
+    lora = LoRA(rank=4, scaling="rslora")
+    assert method_from_settings(method_settings(lora)) == lora
+    old = {k: v for k, v in method_settings(lora).items() if k != "scaling"}  # what a checkpoint stored before
+    assert method_from_settings(old).scaling == "peft"
+    layer = lora.adapt(Transformer(CFG, rngs=nnx.Rngs(0)), jax.random.key(0)).blocks[0].mlp.layers[0]
+    assert layer.lora_scale == 0.5
+
+
 @pytest.mark.parametrize("bad", [dict(name="lora", targets=("x",)), dict(name="lora", rank=0),
+                                 dict(name="lora", scaling="alpha"),
                                  dict(name="soft_prompt", init_mode="text"), dict(name="prefix", init_mode="vocab"),
                                  dict(name="adapter")])
 def test_bad_method_settings(bad):

@@ -85,3 +85,17 @@ def test_variant_reason_names_the_extended_only_task():
     assert "modulo exist(s) only in extended" in SweepConfig(tasks=("add1", "modulo")).variant_reason
     assert "every task exists in classic" in SweepConfig().variant_reason
     assert "as asked" in SweepConfig(variant="extended").variant_reason
+
+
+def test_run_directories_from_before_lora_scaling_resume_with_alpha_over_rank(tmp_path):
+    import json
+
+    from prefixlab.sweep_config import CONFIG_VERSION
+
+    stored = SweepConfig().to_dict()
+    del stored["lora_scaling"]
+    (tmp_path / "config.json").write_text(json.dumps({"config_version": CONFIG_VERSION, "sweep": stored}))
+    assert load_config(tmp_path).lora_scaling == "peft"
+    assert SweepConfig().lora_scaling == "constant"
+    with pytest.raises(SweepError, match="lora_scaling must be one of constant, peft, rslora"):
+        SweepConfig(lora_scaling="alpha")

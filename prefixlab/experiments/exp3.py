@@ -61,7 +61,8 @@ def run(ctx) -> None:
 
 def configs_exp4(profile: str) -> dict[str, SweepConfig]:
     return {"exp4": _common(profile, tasks=("double_hist",), methods=("prefix",), prefix_lengths=(12,),
-                            match_params=True, lora_alpha=1.0, tune_lr={"prefix": (5e-3,), "lora": (5e-3,)})}
+                            match_params=True, lora_alpha=1.0, lora_scaling="peft",  # the reference's alpha / r
+                            tune_lr={"prefix": (5e-3,), "lora": (5e-3,)})}
 
 
 def claims_exp4(records, profile: str) -> list[Claim]:

@@ -74,6 +74,6 @@ class Method:
 
     def record_fields(self) -> dict:
         """The method's own columns in results.jsonl, beside task and method."""
-        return {"init": getattr(self, "init_mode", None), "lora_rank": None, "lora_targets": None}
+        return {"init": getattr(self, "init_mode", None), "lora_rank": None, "lora_targets": None, "lora_scaling": None}
 
 
