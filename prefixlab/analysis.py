@@ -48,7 +48,8 @@ class Run:
         return nnx.merge(graphdef, self.base(seed))
 
     def model(self, task: str, tag: str, seed: int, context_len=None, lr=None):
-        """(model, context) of one tuned run of group `<task>/<tag>`: the base seed's model with its method."""
+        """(model, context) of one tuned run of group `<task>/<tag>`: the base seed's model with its method; of
+        the runs matching context_len and lr, the one selected on validation."""
         d = self.out / "ckpt" / task / tag
         meta = ckpt.read_meta(d)
         runs = [RunSpec(**r) for r in meta["runs"]]
@@ -56,7 +57,9 @@ class Run:
                 and (lr is None or r.lr == lr)]
         if not pick:
             raise ValueError(f"{d}: no run with context_len={context_len} lr={lr}; runs: {runs}")
-        ri, si = pick[0], meta["seeds"].index(seed)
+        si = meta["seeds"].index(seed)
+        chosen = [i for i in pick if meta.get("selected", [[True] * len(runs)] * (si + 1))[si][i]]
+        ri = (chosen or pick)[0]  # the learning rate selected on validation, unless `lr` names one
         method = method_from_settings(meta["method"]) if "method" in meta else _legacy_method(tag, self.config)
         P = max(r.context_len or 0 for r in runs)
         like_one = jax.eval_shape(lambda: method.init(jax.random.key(0), self.cfg, self.base(seed), P))

@@ -31,7 +31,7 @@ from prefixlab.train import OptimConfig, pretrain
 DEFAULT_CACHE = "runs/base-cache"
 # Part of the cache key: bump when a code change alters what pretraining produces, so an old cache never serves a
 # base the current code would not train (the history: docs/performance.md).
-NUMERICS = 5
+NUMERICS = 6
 
 
 def default_cache_dir() -> Path:

@@ -162,19 +162,29 @@ class ChunkCheckpoint:
         self.directory = Path(directory)
         self.every_s = every_s
 
-    def load(self, trainable, opt_state):
-        """(trainable, opt_state, steps done, losses (..., done)) from the last save, or None."""
+    def load(self, trainable, opt_state, extra=None):
+        """(trainable, opt_state, steps done, losses (..., done), extra) from the last save, or None. extra: a tree
+        like the one saved with it (say the stopping state), or None."""
         if not exists(self.directory):
             return None
         meta = read_meta(self.directory)
+        if (extra is None) != (not meta.get("extra", False)):
+            raise CheckpointError(f"{self.directory}: saved {'with' if meta.get('extra') else 'without'} a stopping "
+                                  "state, resumed the other way: continue it with the settings it started with")
         like = {"trainable": trainable, "opt_state": opt_state,
                 "losses": jax.ShapeDtypeStruct(tuple(meta["losses_shape"]), "float32")}
+        if extra is not None:
+            like["extra"] = extra
         state = restore(self.directory, like)
-        return state["trainable"], state["opt_state"], meta["done"], np.asarray(state["losses"])
+        return (state["trainable"], state["opt_state"], meta["done"], np.asarray(state["losses"]),
+                state.get("extra"))
 
-    def save(self, trainable, opt_state, done: int, losses) -> None:
-        save(self.directory, {"trainable": trainable, "opt_state": opt_state, "losses": losses},
-             {"kind": "training state", "done": done, "losses_shape": list(losses.shape)})
+    def save(self, trainable, opt_state, done: int, losses, extra=None) -> None:
+        tree = {"trainable": trainable, "opt_state": opt_state, "losses": losses}
+        if extra is not None:
+            tree["extra"] = extra
+        save(self.directory, tree, {"kind": "training state", "done": done, "losses_shape": list(losses.shape),
+                                    "extra": extra is not None})
 
     def clear(self) -> None:
         for d in (self.directory, self.directory.with_name(self.directory.name + ".saving"),

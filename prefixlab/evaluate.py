@@ -1,4 +1,5 @@
-"""Scoring a model on a task's test split: exact match and per-token accuracy of its greedy completions."""
+"""Scoring a model: on a task's test split, exact match and per-token accuracy of its greedy completions (the final
+evaluation); on its validation split, loss and exact match by teacher forcing (selection and stopping)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ from flax import nnx
 
 from prefixlab.decode import greedy_generate
 from prefixlab.tasks import SEQ_LEN, Mixture
+from prefixlab.train import target_scores
 
 EVAL_KEY_SEED = 20240101  # one fixed test sample set for every method and run
 DEFAULT_EVAL_SAMPLES = 3200
+VAL_KEY_SEED = 20240102  # one fixed validation set
+DEFAULT_VAL_SAMPLES = 512
 
 
 def sample_test_split(mixture: Mixture, n: int, seed: int = EVAL_KEY_SEED):
     """n test-split samples: (inputs_BN, targets_BN, valid_B)."""
-    b = mixture.batch(jax.random.key(seed), n, test=True)
+    b = mixture.batch(jax.random.key(seed), n, split="test")
     return b.tokens_BT[:, :SEQ_LEN], b.targets_BT[:, SEQ_LEN - 1 :], b.mask_BT[:, -1] > 0
 
 
@@ -65,6 +69,24 @@ def _cached_eval(cache_key, build, per_base):
     if key not in _EVAL_CACHE:
         _EVAL_CACHE[key] = _compiled_eval(build, per_base)
     return _EVAL_CACHE[key]
+
+
+def make_validator(build, mixture: Mixture, n: int = DEFAULT_VAL_SAMPLES, per_base: bool = False,
+                   seed: int = VAL_KEY_SEED):
+    """A jitted fn(trainable_R, frozen, run_data_R) -> (loss_R, exact_R) on the same n validation-split samples for
+    every run, by teacher forcing: one forward pass (exact match as greedy decoding would score it, see
+    `train.target_scores`). Arguments as for `make_evaluator`."""
+    batch = mixture.batch(jax.random.key(seed), n, split="val")
+    valid_B = batch.mask_BT[:, -1] > 0
+
+    def one_run(trainable, frozen, run_data, batch, valid_B):
+        model, ctx = build(trainable, frozen, run_data)
+        loss, exact_B = target_scores(model, batch, ctx)
+        return loss, (exact_B & valid_B).sum() / jnp.maximum(valid_B.sum(), 1)
+
+    over_runs = jax.vmap(one_run, in_axes=(0, None, 0, None, None))
+    program = jax.jit(jax.vmap(over_runs, in_axes=(0, 0, 0, None, None)) if per_base else over_runs)
+    return lambda trainable_R, frozen, run_data_R: program(trainable_R, frozen, run_data_R, batch, valid_B)
 
 
 def base_builder(graphdef):

@@ -72,12 +72,14 @@ class ResumeSaves:
     """Saves the training state to a `checkpoint.ChunkCheckpoint` between chunks, at most every `every_s` s, and
     on an interrupt (Ctrl-C, SIGTERM) the last completed chunk's state, unless that one is already saved."""
 
-    def __init__(self, checkpoint, steps: int):
+    def __init__(self, checkpoint, steps: int, stopping=None):
         self.checkpoint, self.steps, self.last = checkpoint, steps, time.perf_counter()
+        self.stopping = stopping  # a stopping.EarlyStopping whose state is saved too
         self.saved = None  # steps done at the last save
 
     def after_chunk(self, done, size, trainable, opt_state, losses, seconds):
-        if done < self.steps and time.perf_counter() - self.last >= self.checkpoint.every_s:
+        finished = done >= self.steps or (self.stopping is not None and self.stopping.all_stopped)
+        if not finished and time.perf_counter() - self.last >= self.checkpoint.every_s:
             self._save(done, trainable, opt_state, losses)
 
     def on_interrupt(self, done, trainable, opt_state, losses):
@@ -85,7 +87,8 @@ class ResumeSaves:
             self._save(done, trainable, opt_state, losses)
 
     def _save(self, done, trainable, opt_state, losses):
-        self.checkpoint.save(trainable, opt_state, done, np.concatenate(losses, axis=-1))  # atomic: checkpoint.save
+        extra = self.stopping.state() if self.stopping is not None else None
+        self.checkpoint.save(trainable, opt_state, done, np.concatenate(losses, axis=-1), extra)  # atomic
         self.saved, self.last = done, time.perf_counter()
 
 
@@ -125,9 +128,11 @@ def interrupts_held():
 
 
 def train_chunks(chunk_fn: Callable, trainable, opt_state, inputs: tuple, steps: int, chunk: int, done: int = 0,
-                 losses: list | None = None, callbacks=()):
+                 losses: list | None = None, callbacks=(), stopping=None):
     """Runs `chunk_fn(trainable, opt_state, *inputs, steps_U)` over steps done..steps in chunks of `chunk`.
-    Returns (trainable, opt_state, losses (..., steps) as a host array).
+    Returns (trainable, opt_state, losses (..., steps done) as a host array).
+    stopping: a `stopping.EarlyStopping` (started): it scores the runs after every chunk, before the callbacks,
+    masks stopped runs' learning rates in the next, and ends the loop once every run has stopped.
     On KeyboardInterrupt (Ctrl-C; SIGTERM where the caller maps it so) each callback's `on_interrupt`, if it has
     one, gets the state of every dispatched chunk (one the host was waiting for is finished first, since its inputs
     are donated), then the interrupt goes on."""
@@ -135,14 +140,19 @@ def train_chunks(chunk_fn: Callable, trainable, opt_state, inputs: tuple, steps:
     start, given = done, len(losses)
     try:
         for size in chunk_sizes(steps - done, chunk):
+            if stopping is not None and stopping.all_stopped:
+                break
             t_chunk = time.perf_counter()
             for cb in callbacks:
                 getattr(cb, "before_chunk", lambda *_: None)(done, size)
+            gated = inputs if stopping is None else stopping.gate(inputs)
             with interrupts_held():
-                trainable, opt_state, losses_U = chunk_fn(trainable, opt_state, *inputs, jnp.arange(done, done + size))
+                trainable, opt_state, losses_U = chunk_fn(trainable, opt_state, *gated, jnp.arange(done, done + size))
                 losses.append(losses_U)  # from here the state includes this chunk
             losses[-1] = to_host(losses_U)  # the one host sync per chunk
             done += size
+            if stopping is not None:
+                stopping.after_chunk(done, trainable)
             for cb in callbacks:
                 cb.after_chunk(done, size, trainable, opt_state, losses, time.perf_counter() - t_chunk)
     except KeyboardInterrupt:
@@ -151,6 +161,8 @@ def train_chunks(chunk_fn: Callable, trainable, opt_state, inputs: tuple, steps:
             raise  # nothing to save, or interrupted while dispatching a chunk that donated them
         losses = [to_host(x) for x in losses]
         done = start + sum(x.shape[-1] for x in losses[given:])
+        if stopping is not None and stopping.evaluated_at != done:
+            stopping.after_chunk(done, trainable)  # as an unbroken run would have, before saving
         for cb in savers:
             cb.on_interrupt(done, trainable, opt_state, losses)
         raise

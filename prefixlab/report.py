@@ -7,7 +7,7 @@ import textwrap
 from collections import defaultdict
 from pathlib import Path
 
-from prefixlab.results import is_tuned, method_label, summarize, write_csv
+from prefixlab.results import is_tuned, lr_text, method_label, steps_text, summarize, write_csv
 
 PLOTS = ("accuracy_vs_length.png", "loss_curves.png", "accuracy_vs_params.png")
 
@@ -27,7 +27,7 @@ def _dash(v) -> str:
 
 def _tuning(r) -> tuple[str, str]:
     """(lr, steps) cells: the row's own tuning settings, '-' where it was not tuned by gradient."""
-    return (format(r["lr"], "g"), _dash(r["steps"])) if is_tuned(r) else ("-", "-")
+    return (lr_text(r), steps_text(r)) if is_tuned(r) else ("-", "-")
 
 
 def summary_markdown(records: list[dict]) -> str:
@@ -40,7 +40,10 @@ def summary_markdown(records: list[dict]) -> str:
         f"Pretraining: `{head.get('pretrain')}` on `{head.get('model')}` ({head.get('pretrain_steps')} steps); "
         f"{head.get('variant')} task variant for every task. "
         "Exact match and token accuracy in %: mean over seeds, ± sample std, [95 % t-interval of the mean]. "
-        "lr and steps are tuning settings: '-' on rows not tuned by gradient (the base `none`, prompt search).",
+        "lr and steps are tuning settings: '-' on rows not tuned by gradient (the base `none`, prompt search); "
+        "where a grid of learning rates ran, each row is the rate selected on the validation split (several, "
+        "joined by '/', where seeds chose differently; results.csv keeps the whole grid), and steps reads "
+        "'mean used/budget' where runs stopped early.",
         "",
         "| task | method | len (tokens) | rank | lr | trainable params | steps | exact match % | ± std (pp) "
         "| token acc % | seeds | wall s/run |",
@@ -104,7 +107,8 @@ def _varied(rows) -> dict[str, set]:
     seen = defaultdict(set)
     for r in rows:
         for key in ("lr", "context_len"):
-            seen[key, method_label(r)].add(r.get(key))
+            if not (key == "lr" and r.get("lr_selected")):  # a selected rate is a result, not a setting
+                seen[key, method_label(r)].add(r.get(key))
     return {key: {m for (k, m), v in seen.items() if k == key and len(v) > 1} for key in ("lr", "context_len")}
 
 

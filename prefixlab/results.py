@@ -73,10 +73,12 @@ def loss_curve(losses_U, points: int = 100) -> list[float]:
 
 # results.csv: the same columns in the same order for every sweep (a field a record lacks is left empty), so
 # sweeps concatenate and load alike; units are in the names. docs/reference/sweeps.md lists them.
-CSV_COLUMNS = ("task", "method", "init", "context_len", "lora_rank", "lora_targets", "lora_scaling", "lr", "steps", "seed", "status",
-               "trainable_params", "exact_match_pct", "token_accuracy_pct", "cross_exact_match_pct",
+CSV_COLUMNS = ("task", "method", "init", "context_len", "lora_rank", "lora_targets", "lora_scaling", "lr", "selected",
+               "steps", "steps_used", "stop_reason", "seed", "status", "trainable_params", "exact_match_pct",
+               "token_accuracy_pct", "cross_exact_match_pct", "val_exact_match_pct", "val_loss_nats",
                "final_loss_nats", "wall_s", "group", "pretrain", "pretrain_steps", "model", "variant")
-_PCT_FIELDS = {"exact_match_pct": "exact_match", "token_accuracy_pct": "token_accuracy"}
+_PCT_FIELDS = {"exact_match_pct": "exact_match", "token_accuracy_pct": "token_accuracy",
+               "val_exact_match_pct": "val_exact_match"}
 
 
 def _pct_or_none(x):
@@ -91,7 +93,7 @@ def _csv_row(record: dict) -> dict:
     cross = record.get("cross_exact_match") or {}
     row["cross_exact_match_pct"] = ";".join(f"{t}={'' if v is None else _pct_or_none(v)}"
                                             for t, v in sorted(cross.items()))
-    row["final_loss_nats"] = record.get("final_loss")
+    row["final_loss_nats"], row["val_loss_nats"] = record.get("final_loss"), record.get("val_loss")
     return row
 
 
@@ -127,15 +129,22 @@ def mean_std_ci(xs):
 
 
 def summarize(records: list[dict]) -> list[dict]:
-    """One row per task x method x context length x LoRA rank x lr: mean, std and 95 % interval over seeds."""
+    """One row per task x method x context length x LoRA rank (x lr, for records from before learning rates were
+    selected): mean, std and 95 % interval over seeds. Where runs carry `selected` (prefixlab/selection.py), only
+    the selected ones count, and `lr` is the rate chosen, or a tuple of them where seeds chose differently."""
+    chosen = any("selected" in r for r in records)
+    records = [r for r in records if r.get("selected", True)]
     groups = defaultdict(list)
     for r in records:
-        groups[tuple(r.get(k) for k in (*GROUP_KEYS, "lr"))].append(r)
+        groups[tuple(r.get(k) for k in GROUP_KEYS) + (() if chosen else (r.get("lr"),))].append(r)
     rows = []
     for key, rs in groups.items():
         em, em_sd, em_ci = mean_std_ci([r["exact_match"] for r in rs])
         ta, ta_sd, ta_ci = mean_std_ci([r["token_accuracy"] for r in rs])
-        row = dict(zip(GROUP_KEYS, key[:-1]), lr=key[-1], n_seeds=len(rs),
+        lrs = sorted({r.get("lr") for r in rs}, key=lambda v: v or 0.0)
+        used = [r["steps_used"] for r in rs if r.get("steps_used") is not None]
+        row = dict(zip(GROUP_KEYS, key[:len(GROUP_KEYS)]), lr=lrs[0] if len(lrs) == 1 else tuple(lrs),
+                   lr_selected=chosen, steps_used=sum(used) / len(used) if used else None, n_seeds=len(rs),
                    n_diverged=sum(r.get("status") == "diverged" for r in rs),
                    exact_match=em, exact_match_std=em_sd, exact_match_ci95=em_ci,
                    token_accuracy=ta, token_accuracy_std=ta_sd, token_accuracy_ci95=ta_ci,
@@ -160,6 +169,20 @@ def is_tuned(row) -> bool:
     return row["method"] != "none" and bool(row.get("lr"))
 
 
+def lr_text(row, spec: str = "g") -> str:
+    """The row's learning rate(s) (a tuple where seeds selected different ones: joined by '/')."""
+    lrs = row["lr"] if isinstance(row["lr"], tuple) else (row["lr"],)
+    return "/".join(format(v, spec) for v in lrs)
+
+
+def steps_text(row) -> str:
+    """Steps trained: the mean used of the budget where runs stopped early ('812/2000'), else the budget."""
+    used, budget = row.get("steps_used"), row.get("steps")
+    if used is None or budget is None or round(used) == budget:
+        return str(budget)
+    return f"{used:.0f}/{budget}"
+
+
 def format_table(records: list[dict]) -> str:
     rows = summarize(records)
     header = f"{'task':<16} {'method':<24} {'len':>4} {'rank':>4} {'lr':>8} {'params':>9} {'steps':>6} " \
@@ -168,11 +191,11 @@ def format_table(records: list[dict]) -> str:
     for r in rows:
         fmt = lambda v: "-" if v is None else str(v)
         tuned = is_tuned(r)
-        lr = f"{r['lr']:.0e}" if tuned else "-"
+        lr = lr_text(r, ".0e") if tuned else "-"
         pm = lambda m, sd, w: f"{'diverged':>{w + 8}}" if m is None else f"{100 * m:>{w}.1f} ± {100 * sd:<5.1f}"
         lines.append(
             f"{r['task']:<16} {method_label(r):<24} {fmt(r['context_len']):>4} {fmt(r['lora_rank']):>4} {lr:>8} "
-            f"{r['trainable_params']:>9,} {fmt(r['steps'] if tuned else None):>6} "
+            f"{r['trainable_params']:>9,} {steps_text(r) if tuned else '-':>6} "
             f"{pm(r['exact_match'], r['exact_match_std'], 7)} {pm(r['token_accuracy'], r['token_accuracy_std'], 6)}"
             f"  {r['n_seeds']}" + (f" ({r['n_diverged']} diverged)" if r["n_diverged"] else "")
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+from collections import Counter
 from pathlib import Path
 
 import jax
@@ -24,6 +25,7 @@ from prefixlab.model import count_params
 from prefixlab.processes import agree, is_multi, is_writer
 from prefixlab.report import write_report
 from prefixlab.results import append_jsonl, format_table, loss_curve, read_jsonl
+from prefixlab.selection import mark_selected, selected
 from prefixlab.run_dir import Manifest, check_writable, done_groups, lock, open_run_dir, remove_sweep_files, write_config
 from prefixlab.sweep_config import LR_DEFAULTS, SweepConfig, SweepError, group_name, load_config
 from prefixlab.train import OptimConfig, final_loss
@@ -115,10 +117,11 @@ def _sweep(config, run_dir, manifest, done_groups, resume, progress, save_every,
                           save_every, label)
         new_records += recs
         ran += 1
-        em = [r["exact_match"] for r in recs if r["exact_match"] is not None]
+        em = [r["exact_match"] for r in selected(recs) if r["exact_match"] is not None]
         diverged = sum(r["status"] == "diverged" for r in recs)
-        log(f"{label}{group:<36} exact match {100 * sum(em) / max(len(em), 1):5.1f} % (mean of {len(em)} runs"
-            + (f", {diverged} diverged" if diverged else "") + f")  {time.perf_counter() - t0:6.0f} s elapsed"
+        log(f"{label}{group:<36} exact match {100 * sum(em) / max(len(em), 1):5.1f} % (mean of {len(em)} "
+            f"selected of {len(recs)} runs" + (f", {diverged} diverged" if diverged else "") + _stops(recs)
+            + f")  {time.perf_counter() - t0:6.0f} s elapsed"
             + _eta(time.perf_counter() - t_groups, ran, to_run), flush=True)
 
     if not writer:
@@ -130,6 +133,16 @@ def _sweep(config, run_dir, manifest, done_groups, resume, progress, save_every,
     log(f"\n{len(records)} results in {results_path}; summary.md, results.csv and plots/ beside it "
         f"({time.perf_counter() - t0:.0f} s)")
     return records
+
+
+def _stops(recs) -> str:
+    """', steps used 400-1500 (solved 3, plateau 1, budget 2)' for runs that stopped by the rule."""
+    reasons = Counter(r.get("stop_reason") for r in recs if r.get("stop_reason") not in (None, "untrained"))
+    if not reasons or set(reasons) == {"budget"}:
+        return ""
+    used = [r["steps_used"] for r in recs if r.get("stop_reason") in reasons]
+    return (f", steps used {min(used)}-{max(used)} ("
+            + ", ".join(f"{k} {n}" for k, n in sorted(reasons.items())) + ")")
 
 
 def _eta(seconds: float, ran: int, to_run: int) -> str:
@@ -151,21 +164,24 @@ def _run_group(config, run_dir, manifest, method, task, cross, base_E, base, see
     recs, trainable_ER, losses_ERU = tune_group(
         method, config.model_config, base_E, task, runs, seeds, config.tune_steps, config.batch_size,
         eval_samples=config.eval_samples, chunk=config.chunk, progress=progress, cross_tasks=cross,
-        resume=partial if writer and not is_multi() else None, label=label)  # several processes resume by groups
+        resume=partial if writer and not is_multi() else None, label=label,  # several processes resume by groups
+        stop_rule=config.stop_rule, val_samples=config.val_samples)
     for r in recs:
         r.update(pretrain=config.pretrain_mix.spec, model=config.model, variant=config.task_variant.name,
                  pretrain_steps=config.pretrain_steps, group=group, task=task.spec, method=method.name,
                  **method.record_fields(), steps=config.tune_steps if method.name != "none" else config.pretrain_steps)
         if method.name == "none":  # the pretrained base: its pretraining loss, size and time
             r.update(final_loss=float(base["pre_loss_E"][r["seed"]]), trainable_params=base["n_model"],
-                     wall_s=float(base["wall_E"][r["seed"]]), lr=config.lr,
+                     wall_s=float(base["wall_E"][r["seed"]]), lr=config.lr, steps_used=config.pretrain_steps,
                      loss_curve=loss_curve(base["losses_EU"][r["seed"]]))
+    mark_selected(recs)
     if writer:
         has_checkpoint = bool(jax.tree.leaves(trainable_ER))
         if has_checkpoint:
             ckpt.save(group_dir, {"trainable": trainable_ER, "losses": losses_ERU},
                       {"kind": "tuned contexts", "group": group, "seeds": seeds, "method": method_settings(method),
                        "runs": [dataclasses.asdict(r) for r in runs],
+                       "selected": [[r["selected"] for r in recs if r["seed"] == s] for s in seeds],
                        "model_config": dataclasses.asdict(config.model_config)})
         append_jsonl(run_dir / "results.jsonl", recs)
         manifest.group_done(group, len(recs), has_checkpoint)

@@ -18,12 +18,15 @@ from pathlib import Path
 from prefixlab import tasks as T
 from prefixlab.bases import default_cache_dir
 from prefixlab.config import PRESETS, ModelConfig, preset
+from prefixlab.evaluate import DEFAULT_VAL_SAMPLES
 from prefixlab.methods import LORA_SCALINGS, MAX_CONTEXT_LEN, METHODS, MethodError, get_method, match_lora_to_prefix
 
 # the default sweep's methods (fixed: a newly registered method does not change what the default sweep runs)
 DEFAULT_METHODS = ("none", "prompt", "soft_prompt", "prefix", "prefix_kv", "lora", "full")
 # methods that train by gradients, with their default tuning learning rates
 LR_DEFAULTS = {m: get_method(m).default_lr for m in METHODS if get_method(m).default_lr > 0}
+# the default learning-rate grid: a decade either side of each method's default, selected on validation
+LR_GRID = (0.1, 1.0, 10.0)
 CONFIG_VERSION = 3  # config.json layout; 1 (before the library) stored argv; 3: run directories have a manifest
 MAX_MEMORY_BYTES = 2**40  # a request estimated above this (1 TiB) is refused before anything runs
 MAX_PROMPT_SEARCH_LEN = 8
@@ -110,10 +113,15 @@ class SweepConfig:
     lora_scaling: str = "constant"  # the update's scale: alpha (constant), alpha / r (peft) or alpha / sqrt(r) (rslora)
     match_params: bool = False
     soft_prompt_init: str = "sample_vocab"
-    prefix_inits: tuple[str, ...] = ("normal",)
+    prefix_inits: tuple[str, ...] = ("sample_vocab",)  # the soft prompt's family; "normal": the reference's N(0, 1)
     prefix_projection: bool = False
-    tune_steps: int = 1500
+    tune_steps: int = 1500  # the budget: with `stopping`, a run ends earlier once it converges
     tune_lr: tuple[tuple[str, tuple[float, ...]], ...] = ()  # given as {method or "*": (lr, ...)} or "prefix=5e-3"
+    lr_grid: tuple[float, ...] = LR_GRID  # multiples of a method's default rate tried where tune_lr names none
+    stopping: bool = True  # stop each run at convergence on the validation split (prefixlab/stopping.py)
+    patience: int = 4  # validations (one per chunk) without a validation-loss gain of stop_tol before a run stops
+    stop_tol: float = 1e-3  # nats
+    val_samples: int = DEFAULT_VAL_SAMPLES
     eval_samples: int = 3200
     chunk: int = 250
     cross_eval: bool = True
@@ -134,6 +142,7 @@ class SweepConfig:
             raise SweepError(str(e), "tasks") from e
         for name in ("prefix_lengths", "lora_ranks"):
             fix(name, _tuple(getattr(self, name), int, name))
+        fix("lr_grid", _tuple(self.lr_grid, float, "lr_grid"))
         fix("tune_lr", _lr_table(self.tune_lr))
         if self.cache_dir is not None:  # absolute, so a stored config means the same place from any directory
             fix("cache_dir", str(Path(self.cache_dir).absolute()))
@@ -151,10 +160,15 @@ class SweepConfig:
         check(self.model in PRESETS, "model", f"unknown model {self.model!r}; valid: {', '.join(PRESETS)}")
         check(self.compute_dtype in COMPUTE_DTYPES, "compute_dtype",
               f"compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {self.compute_dtype!r}")
-        for name in ("pretrain_steps", "tune_steps", "seeds", "batch_size", "eval_samples", "chunk"):
+        for name in ("pretrain_steps", "tune_steps", "seeds", "batch_size", "eval_samples", "chunk", "patience",
+                     "val_samples"):
             check(getattr(self, name) >= 1, name, f"{name} must be >= 1, got {getattr(self, name)}")
         finite_positive = lambda v: math.isfinite(v) and v > 0
         check(finite_positive(self.lr), "lr", f"lr must be a finite positive number, got {self.lr}")
+        check(self.lr_grid and all(finite_positive(v) for v in self.lr_grid), "lr_grid",
+              f"lr_grid needs finite positive multiples, got {list(self.lr_grid)}")
+        check(math.isfinite(self.stop_tol) and self.stop_tol >= 0, "stop_tol",
+              f"stop_tol must be a finite number >= 0, got {self.stop_tol}")
         check(finite_positive(self.lora_alpha), "lora_alpha",
               f"lora_alpha must be a finite positive number, got {self.lora_alpha}")
         check(self.lora_scaling in LORA_SCALINGS, "lora_scaling",
@@ -206,7 +220,7 @@ class SweepConfig:
         n_params = count_params(abstract_model(cfg)[1])
         S = 2 * T.SEQ_LEN - 1 + max(self.prefix_lengths)
         act = cfg.n_layer * S * (8 * cfg.d_model + 2 * max(cfg.hidden, default=0) + 2 * cfg.n_head * S) * 4 * 2
-        runs = len(self.prefix_lengths) * max([len(v) for _, v in self.tune_lr] + [1])
+        runs = len(self.prefix_lengths) * max([len(v) for _, v in self.tune_lr] + [len(self.lr_grid)])
         return int(self.seeds * n_params * 16 + self.seeds * runs * self.batch_size * act)
 
     # --- what the sweep runs ------------------------------------------------------------------------------------
@@ -249,9 +263,18 @@ class SweepConfig:
         return preset(self.model, vocab_size=self.task_variant.vocab_size, compute_dtype=low)
 
     def learning_rates(self, method: str) -> list[float]:
-        """The tuning learning rates of `method`: its tune_lr entry, else the "*" entry, else its default."""
+        """The tuning learning rates of `method`: its tune_lr entry, else the "*" entry, else lr_grid x its
+        default (rounded to 3 significant digits, so 10 x 5e-3 reads 0.05)."""
         table = dict(self.tune_lr)
-        return list(table.get(method, table.get("*", (LR_DEFAULTS.get(method, 0.0),))))
+        grid = tuple(float(f"{f * LR_DEFAULTS.get(method, 0.0):.3g}") for f in self.lr_grid)
+        return list(table.get(method, table.get("*", grid)))
+
+    @property
+    def stop_rule(self):
+        """The stopping.StopRule tuning runs use, or None (fixed steps)."""
+        from prefixlab.stopping import StopRule
+
+        return StopRule(self.patience, self.stop_tol) if self.stopping else None
 
     def method_groups(self) -> list:
         """[Method]: one compiled group each; each method class says which groups its sweep flags ask for."""
@@ -321,5 +344,7 @@ def load_config(run_dir) -> SweepConfig:
     if stored.get("config_version") != CONFIG_VERSION:
         raise SweepError(f"cannot resume {run_dir}: its config.json was written by an older prefixlab (no "
                          f"config_version {CONFIG_VERSION}); rerun it into a new directory")
-    # a run directory from before LoRA had a scaling setting used alpha / r: resume it as it ran
-    return SweepConfig.from_dict({"lora_scaling": "peft", **stored["sweep"]})
+    # a run directory from before a setting existed ran as it did then: LoRA at alpha / r, one learning rate per
+    # method, fixed steps
+    legacy = {"lora_scaling": "peft", "lr_grid": (1.0,), "stopping": False}
+    return SweepConfig.from_dict({**legacy, **stored["sweep"]})

@@ -12,9 +12,10 @@ Inputs are sampled as the reference's loop samples them (see REPEAT_PROB).
 Tasks compose with ``+`` (``sort_asc+add1`` = sort ascending, then add one). A comma list is a uniform mixture
 with no task indicator in the input.
 
-Train/test split: an input is in the test split iff a 32-bit integer hash of its digits is 0 mod 4. The hash
-is pure integer arithmetic, so the split is the same in every process and on every machine, and test inputs
-never appear in training batches (whatever the task, since the split depends on the input only).
+Splits: a 32-bit integer hash of an input's digits, mod 4, puts it in the test split (0), the validation split (1)
+or the training split (2, 3). The hash is pure integer arithmetic, so the splits are the same in every process and
+on every machine, and they are disjoint whatever the task, since the split depends on the input only. Validation
+inputs serve selection and stopping; the test split is scored only in the final evaluation.
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ FIRST_TARGET = SEQ_LEN - 1  # model-input position of the first scored predictio
 # is that share among uniform draws (classic 0.32 -> 48.8 %, extended 0.15 -> about 26 %).
 REPEAT_PROB = 0.5
 MAX_DISTINCT = 5
-TEST_FRACTION_MOD = 4  # test iff hash % 4 == 0  (25 % of inputs)
+SPLIT_MOD = 4  # hash % 4: 0 test, 1 validation, 2 and 3 training (25 / 25 / 50 % of inputs)
+SPLITS = {"test": (0,), "val": (1,), "train": (2, 3)}
 # Candidates drawn per example for rejection sampling (fixed shape), per variant. A draw that finds no
 # acceptable candidate is flagged invalid (loss-masked in training, skipped in evaluation); with these counts
 # the odds are below 1e-6 per example (P(<= 5 distinct) is 0.32 for classic inputs, 0.15 for extended ones).
 TRAIN_CANDIDATES = {"classic": 64, "extended": 128}
-TEST_CANDIDATES = {"classic": 256, "extended": 512}
+HELD_OUT_CANDIDATES = {"classic": 256, "extended": 512}  # validation and test: a quarter of the inputs each
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,9 +125,22 @@ def _hash_inputs(x_N):
     return h ^ (h >> 16)
 
 
+def input_split(x_N) -> jax.Array:
+    """The hash residue (0..SPLIT_MOD-1) that decides the split of each input (..., N): see SPLITS."""
+    return _hash_inputs(x_N) % SPLIT_MOD
+
+
+def in_split(x_N, split: str) -> jax.Array:
+    """True where an input (..., N) belongs to `split` ("train", "val" or "test")."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    r = input_split(x_N)
+    return jnp.any(jnp.stack([r == jnp.uint32(m) for m in SPLITS[split]]), axis=0)
+
+
 def is_test_input(x_N) -> jax.Array:
     """True where an input (..., N) belongs to the test split."""
-    return _hash_inputs(x_N) % TEST_FRACTION_MOD == 0
+    return in_split(x_N, "test")
 
 
 def _n_distinct(x_CN):
@@ -157,9 +172,9 @@ class Task:
             y = PRIMITIVES[name].fn(y, self.vocab_size)
         return y
 
-    def sample_input(self, key, test: bool):
-        """One input drawn from the task's distribution, restricted to a split. Returns (x_N, valid)."""
-        n_cand = (TEST_CANDIDATES if test else TRAIN_CANDIDATES)[self.variant.name]
+    def sample_input(self, key, split: str):
+        """One input drawn from the task's distribution, restricted to a split (SPLITS). Returns (x_N, valid)."""
+        n_cand = (TRAIN_CANDIDATES if split == "train" else HELD_OUT_CANDIDATES)[self.variant.name]
         k_digits, k_x0, k_rep = jax.random.split(key, 3)
         p = self.first
         lo, hi = (0, 1) if p.binary_input else (self.variant.low, self.variant.high)
@@ -168,12 +183,12 @@ class Task:
             x_CN = x_CN.at[:, 0].set(uniform_ints(k_x0, (n_cand,), *p.x0_range))
         # a fresh coin per draw, as the reference; hashed bits, since a threefry word per candidate is slow on CPU
         want_repeats = hash_bits(k_rep, (n_cand,)) < jnp.uint32(round(REPEAT_PROB * 2**32))
-        ok_C = (~want_repeats | (_n_distinct(x_CN) <= MAX_DISTINCT)) & (is_test_input(x_CN) == test)
+        ok_C = (~want_repeats | (_n_distinct(x_CN) <= MAX_DISTINCT)) & in_split(x_CN, split)
         idx = jnp.argmax(ok_C)
         return x_CN[idx], ok_C[idx]
 
-    def example(self, key, test: bool):
-        x_N, valid = self.sample_input(key, test)
+    def example(self, key, split: str):
+        x_N, valid = self.sample_input(key, split)
         return jnp.concatenate([x_N, self.apply(x_N)]), valid
 
 
@@ -191,18 +206,21 @@ class Mixture:
     def vocab_size(self) -> int:
         return self.tasks[0].vocab_size
 
-    def example(self, key, test: bool):
+    def example(self, key, split: str):
         k_task, k_ex = jax.random.split(key)
         if len(self.tasks) == 1:
-            return self.tasks[0].example(k_ex, test)
+            return self.tasks[0].example(k_ex, split)
         idx = jax.random.randint(k_task, (), 0, len(self.tasks))
-        branches = [lambda k, t=t: t.example(k, test) for t in self.tasks]
+        branches = [lambda k, t=t: t.example(k, split) for t in self.tasks]
         return jax.lax.switch(idx, branches, k_ex)
 
-    def batch(self, key, batch_size: int, test: bool = False) -> Batch:
-        """A batch of B examples; a pure function of the key (jit- and vmap-able)."""
+    def batch(self, key, batch_size: int, split: str = "train") -> Batch:
+        """A batch of B examples from `split` ("train", "val" or "test"); a pure function of the key (jit- and
+        vmap-able)."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         seq, valid_B = jax.vmap(  # seq: (B, 2N)
-            lambda k: self.example(k, test))(jax.random.split(key, batch_size))
+            lambda k: self.example(k, split))(jax.random.split(key, batch_size))
         seq = seq.astype(jnp.int32)
         T = 2 * SEQ_LEN - 1
         target_pos_T = jnp.arange(T) >= FIRST_TARGET

@@ -12,6 +12,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -53,10 +54,18 @@ def lm_loss(model: Transformer, batch: Batch, ctx: Context | None = None, dropou
     """Mean cross-entropy over the masked (target) positions. The mask is zero before FIRST_TARGET (the inputs),
     so only the target positions' logits are computed: same loss and gradients, and the last block does its
     query/attention-output/MLP work on 10 of 19 positions."""
+    return target_scores(model, batch, ctx, dropout_key)[0]
+
+
+def target_scores(model: Transformer, batch: Batch, ctx: Context | None = None, dropout_key=None):
+    """(mean cross-entropy over the target positions, exact_B: every target token is the argmax). Teacher-forced
+    exact match equals greedy decoding's: greedy decoding feeds back its own tokens, which are the targets as long
+    as every earlier one was right."""
     logits_BTV = model(batch.tokens_BT, ctx, dropout_key, logits_from=FIRST_TARGET).astype(jnp.float32)
     targets_BT, mask_BT = batch.targets_BT[:, FIRST_TARGET:], batch.mask_BT[:, FIRST_TARGET:]
     ce_BT = optax.softmax_cross_entropy_with_integer_labels(logits_BTV, targets_BT)
-    return (ce_BT * mask_BT).sum() / jnp.maximum(mask_BT.sum(), 1.0)
+    exact_B = (logits_BTV.argmax(-1) == targets_BT).all(axis=1)
+    return (ce_BT * mask_BT).sum() / jnp.maximum(mask_BT.sum(), 1.0), exact_B
 
 
 def run_keys(seeds) -> jax.Array:
@@ -80,6 +89,7 @@ def run_training(
     chunk_times: list | None = None,
     run_batch: int | None = None,
     resume=None,
+    stopping=None,
 ):
     """Trains R runs for `steps` steps in one compiled program: `trainable_R`, `run_data_R` (per-run constants,
     e.g. the context mask), `lr_R` and `key_R` carry a leading run axis; `frozen` is shared by all runs
@@ -93,6 +103,9 @@ def run_training(
     `run_layout.default_run_batch`. Bases (per_base) go one after another on CPU.
     resume: a `checkpoint.ChunkCheckpoint`; training starts from its last save, if any, and saves between chunks
     (at most every `resume.every_s` seconds); the caller clears it once the result is stored.
+    stopping: a `stopping.EarlyStopping`: runs are scored after every chunk and stop on its rule (their learning
+    rate becomes 0); training ends when all have stopped, the returned trainable holds each run's best parameters
+    and the losses cover the steps done; afterwards `stopping.stop_step` and `stopping.reason` hold per-run arrays.
     The parts, for other loops: run_layout.one_run_chunk (pure), RunLayout (how runs share the program and the
     devices), host_loop.train_chunks (chunks and callbacks)."""
     if steps <= 0:
@@ -103,20 +116,28 @@ def run_training(
     trainable_R, frozen, run_data_R, lr_R, key_R = layout.place(
         trainable_R, frozen, run_data_R, jnp.asarray(lr_R, jnp.float32), key_R)
     opt_state_R = layout.init_optimizer(optimizer)(trainable_R)
+    if stopping is not None:
+        stopping.start(trainable_R, frozen, run_data_R, lr_R.shape, layout.shard)
     losses, done = [], 0
-    if resume is not None and (state := resume.load(trainable_R, opt_state_R)) is not None:
-        trainable_R, opt_state_R, done, losses_done = state
+    if resume is not None and (state := resume.load(trainable_R, opt_state_R, stopping and stopping.state())):
+        trainable_R, opt_state_R, done, losses_done, stop_state = state
         losses = [losses_done]
+        if stopping is not None:
+            stopping.load_state(stop_state)
     trainable_R, opt_state_R = layout.shard(trainable_R), layout.shard(opt_state_R)
     start = time.perf_counter()
     bar = ProgressBar(steps, done, desc, progress, layout.passes(R, E) / TICK_EVERY)
-    callbacks = [bar] + ([ResumeSaves(resume, steps)] if resume is not None else []) + (
+    callbacks = [bar] + ([ResumeSaves(resume, steps, stopping)] if resume is not None else []) + (
         [ChunkTimes(chunk_times)] if chunk_times is not None else [])
     try:
         trainable_R, _, losses = train_chunks(chunk_fn, trainable_R, opt_state_R, (frozen, run_data_R, lr_R, key_R),
-                                              steps, chunk, done, losses, callbacks)
+                                              steps, chunk, done, losses, callbacks, stopping)
     finally:
         bar.close()
+    if stopping is not None:
+        trainable_R = stopping.finish(losses.shape[-1])
+        stopping.stop_step, stopping.reason = (np.take(x, np.arange(R), layout.run_axis)
+                                               for x in (stopping.stop_step, stopping.reason))
     trainable_R, losses = layout.unplace(trainable_R, losses, R)
     return trainable_R, losses, time.perf_counter() - start
 

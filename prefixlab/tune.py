@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import time
 import zlib
 
@@ -19,10 +20,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from prefixlab.config import ModelConfig
-from prefixlab.evaluate import DEFAULT_EVAL_SAMPLES, make_evaluator
+from prefixlab.evaluate import DEFAULT_EVAL_SAMPLES, DEFAULT_VAL_SAMPLES, make_evaluator, make_validator
 from prefixlab.methods import HardPrompt, Method, RunData
 from prefixlab.prompt_search import search_prompt
 from prefixlab.results import loss_curve
+from prefixlab.stopping import STOP_REASONS, EarlyStopping, StopRule
 from prefixlab.tasks import Mixture
 from prefixlab.train import OptimConfig, final_loss, lm_loss, make_optimizer, run_training
 
@@ -66,6 +68,8 @@ def tune_group(
     cross_tasks: list[Mixture] = (),
     resume=None,
     label: str = "",
+    stop_rule: StopRule | None = None,
+    val_samples: int = DEFAULT_VAL_SAMPLES,
 ):
     """Tunes every run of a group on each seed's frozen base (`base_E`: base parameters stacked over seeds),
     all in one program, then evaluates. Returns (records, trainable_ER, losses_ERU): one record dict per
@@ -73,7 +77,10 @@ def tune_group(
     status ("ok", or "diverged" when the loss went NaN/inf: its accuracies are then None), loss_curve, and, when
     `cross_tasks` are given, cross_exact_match {task: exact match of this tuned run on that task}.
     resume: a `checkpoint.ChunkCheckpoint` for the training state (see `train.run_training`).
-    label: put before the progress bars' descriptions (the sweep's "[k/N] ")."""
+    label: put before the progress bars' descriptions (the sweep's "[k/N] ").
+    stop_rule: train to convergence within the `steps` budget, scoring on `val_samples` validation inputs after
+    every chunk (prefixlab/stopping.py); None: train exactly `steps` steps. Either way every record gets
+    val_loss and val_exact_match (of the parameters handed back), steps_used and stop_reason."""
     E, R = len(seeds), len(runs)
     P = max((r.context_len or 0) for r in runs)
     graphdef = method.graphdef(cfg)
@@ -91,16 +98,26 @@ def tune_group(
 
     init_runs = jax.vmap(lambda base, k: method.init(k, cfg, base, P), in_axes=(None, 0))
     trainable_ER = jax.jit(jax.vmap(init_runs))(base_E, init_keys_ER)
+    validate = make_validator(build, task, val_samples, per_base=True)
+    stopping = EarlyStopping(stop_rule, validate) if stop_rule is not None else None
+    trained = not isinstance(method, HardPrompt) and method.name != "none"  # by gradients
     if isinstance(method, HardPrompt):
         trainable_ER, losses_ERU, wall = _search_prompts(loss_on, base_E, runs, train_keys_ER, cfg)
-    elif method.name == "none":
+    elif not trained:
         losses_ERU, wall = np.zeros((E, R, 0), np.float32), 0.0  # nothing trains
     else:
         lr_ER = jnp.array([[r.lr for r in runs]] * E)
         trainable_ER, losses_ERU, wall = run_training(
             loss_on, trainable_ER, base_E, run_data_ER, lr_ER, make_optimizer(optim), train_keys_ER, steps,
-            chunk, desc=f"{label}{method.name} {task.spec} ({E * R} runs)", progress=progress, per_base=True, resume=resume,
+            chunk, desc=f"{label}{method.name} {task.spec} ({E * R} runs)", progress=progress, per_base=True,
+            resume=resume, stopping=stopping,
         )
+    if trained and stopping is not None:
+        steps_ER, reason_ER = stopping.stop_step, np.asarray(STOP_REASONS)[stopping.reason]
+    else:
+        steps_ER = np.full((E, R), losses_ERU.shape[-1] if trained else 0)
+        reason_ER = np.full((E, R), "budget" if trained else "untrained")
+    val_loss_ER, val_exact_ER = (np.asarray(x) for x in jax.device_get(validate(trainable_ER, base_E, run_data_ER)))
     evaluate = lambda t: jax.device_get(make_evaluator(build, t, eval_samples, per_base=True, cache_key=(method, cfg))(
         trainable_ER, base_E, run_data_ER))
     with tqdm(total=1 + len(cross_tasks), desc=f"{label}evaluate {task.spec}", unit="task", leave=False,
@@ -112,17 +129,19 @@ def tune_group(
             bar.set_postfix_str(f"on {t.spec}")
             cross[t.spec] = evaluate(t)[0]
             bar.update()
-    fl_ER = final_loss(losses_ERU) if losses_ERU.shape[-1] else np.full((E, R), np.nan)
-    diverged_ER = ~np.isfinite(losses_ERU).all(axis=-1)
     records = []
     for si, seed in enumerate(seeds):
         for ri, r in enumerate(runs):
-            bad = bool(diverged_ER[si, ri])
-            acc = lambda x: None if bad else float(x)
+            used = losses_ERU[si, ri, :steps_ER[si, ri]] if trained else losses_ERU[si, ri]  # to its stop
+            bad = not np.isfinite(losses_ERU[si, ri]).all()
+            acc = lambda x: None if bad or not np.isfinite(x) else float(x)
+            fl = float(final_loss(used)) if used.size else math.nan
             rec = dict(seed=seed, context_len=r.context_len, lr=r.lr, exact_match=acc(exact_ER[si, ri]),
-                       token_accuracy=acc(tok_ER[si, ri]), final_loss=float(fl_ER[si, ri]) if np.isfinite(fl_ER[si, ri]) else None,
+                       token_accuracy=acc(tok_ER[si, ri]), final_loss=fl if math.isfinite(fl) else None,
+                       val_loss=acc(val_loss_ER[si, ri]), val_exact_match=acc(val_exact_ER[si, ri]),
+                       steps_used=int(steps_ER[si, ri]), stop_reason=str(reason_ER[si, ri]),
                        trainable_params=method.n_params(cfg, r.context_len), wall_s=wall / (E * R),
-                       status="diverged" if bad else "ok", loss_curve=loss_curve(losses_ERU[si, ri]))
+                       status="diverged" if bad else "ok", loss_curve=loss_curve(used))
             if cross:
                 rec["cross_exact_match"] = {t: acc(em[si, ri]) for t, em in cross.items()}
             records.append(rec)

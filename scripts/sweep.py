@@ -32,7 +32,7 @@ from prefixlab.sweep_config import COMPUTE_DTYPES, LR_DEFAULTS, SWEEP_PRESETS, p
 
 D = SweepConfig()  # the defaults
 # flag -> SweepConfig field, where the names differ; flags not here and not OPERATIONAL map to the same name
-FIELD_OF = {"prefix_init": "prefix_inits", "no_cross_eval": "cross_eval"}
+FIELD_OF = {"prefix_init": "prefix_inits", "no_cross_eval": "cross_eval", "no_stopping": "stopping"}
 FLAG_OF = {field: flag for flag, field in FIELD_OF.items()}
 OPERATIONAL = ("out", "force", "resume", "quiet", "save_every", "distributed", "preset")  # how to run, not what
 
@@ -49,12 +49,13 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     lr_doc = ", ".join(f"{m}={v:g}" for m, v in LR_DEFAULTS.items())
+    grid_doc = ",".join(f"{f:g}" for f in D.lr_grid)
     p = OneLineParser(
         prog="sweep.py",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="methods:\n" + "".join(f"  {name:<12} {cls.summary}\n" for name, cls in METHODS.items()) + f"""\
-default tuning learning rates: {lr_doc}
+default tuning learning rates: {lr_doc}, each times {grid_doc} (--lr-grid), the one selected on validation
 valid tasks: {T._valid_names()}; compose with '+', e.g. sort_asc+add1""",
     )
     p.add_argument("--preset", choices=list(SWEEP_PRESETS), default=None,
@@ -96,14 +97,31 @@ valid tasks: {T._valid_names()}; compose with '+', e.g. sort_asc+add1""",
                         "starts as the sample_vocab soft prompt (default: %(default)s)")
     p.add_argument("--prefix-projection", action="store_true", help="prefix_kv through PEFT's reparameterisation MLP")
     p.add_argument("--tune-steps", type=int, default=D.tune_steps,
-                   help="tuning steps per run (default: %(default)s; on paper-exp1 the losses level off by then)")
+                   help="tuning steps per run: the budget, which a run stops short of once it converges (see "
+                        "--patience; default: %(default)s)")
     p.add_argument("--tune-lr", default=None,
                    help="learning rates to sweep: a comma list for every method ('1e-3,5e-3') or method=lr entries "
-                        "('prefix=5e-4,prefix=5e-3,lora=5e-3'); unnamed methods keep their defaults")
+                        "('prefix=5e-4,prefix=5e-3,lora=5e-3'); unnamed methods get --lr-grid times their default")
+    p.add_argument("--lr-grid", default=",".join(f"{f:g}" for f in D.lr_grid),
+                   help="multiples of each method's default learning rate tuned in one program where --tune-lr names "
+                        "none; tables show the rate selected on the validation split, results.jsonl every run "
+                        "(default: %(default)s; 1 = the default rate only)")
+    p.add_argument("--no-stopping", action="store_true",
+                   help="train every run the full --tune-steps (default: a run stops once its validation exact "
+                        "match is 100 %% or its validation loss has not improved for --patience validations, and "
+                        "keeps its best parameters)")
+    p.add_argument("--patience", type=int, default=D.patience,
+                   help="validations (one per --chunk steps) without a validation-loss gain of --stop-tol before a "
+                        "run stops (default: %(default)s)")
+    p.add_argument("--stop-tol", type=float, default=D.stop_tol,
+                   help="the validation-loss gain, in nats, that counts as an improvement (default: %(default)s)")
+    p.add_argument("--val-samples", type=int, default=D.val_samples,
+                   help="validation-split samples for selection and stopping (default: %(default)s)")
     p.add_argument("--eval-samples", type=int, default=D.eval_samples, help="test-split samples per evaluation (default: %(default)s)")
     p.add_argument("--compute-dtype", choices=COMPUTE_DTYPES, default=D.compute_dtype, help="the matmuls' operand "
                    "dtype; bfloat16 accumulates in f32 and keeps parameters, softmax, LayerNorm and loss in f32 (default: %(default)s)")
-    p.add_argument("--chunk", type=int, default=D.chunk, help="steps per compiled chunk; the host syncs once per chunk (default: %(default)s)")
+    p.add_argument("--chunk", type=int, default=D.chunk, help="steps per compiled chunk; the host syncs, and tuning "
+                   "runs are validated, once per chunk (default: %(default)s)")
     p.add_argument("--out", default=None, help="run directory (default: runs/sweep-<date>-<time>)")
     p.add_argument("--force", action="store_true",
                    help="write into an existing run directory, deleting its results and checkpoints first")
@@ -128,7 +146,7 @@ valid tasks: {T._valid_names()}; compose with '+', e.g. sort_asc+add1""",
 
 
 # flag values SweepConfig does not take as they are (it takes comma strings for its lists)
-CONVERT = {"no_cross_eval": lambda v: not v}
+CONVERT = {"no_cross_eval": lambda v: not v, "no_stopping": lambda v: not v}
 
 
 def flag_of(field: str) -> str:

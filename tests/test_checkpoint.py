@@ -55,9 +55,13 @@ def test_chunk_checkpoint_round_trip(tmp_path):
     assert state.load(t["params"], t["opt"]) is None
     losses = np.arange(12, dtype=np.float32).reshape(2, 6)
     state.save(t["params"], t["opt"], 6, losses)
-    params, opt, done, back = state.load(t["params"], t["opt"])
-    assert done == 6 and np.array_equal(back, losses)
+    params, opt, done, back, extra = state.load(t["params"], t["opt"])
+    assert done == 6 and np.array_equal(back, losses) and extra is None
     chex.assert_trees_all_equal(jax.tree.map(np.asarray, params), jax.tree.map(np.asarray, t["params"]))
+    with pytest.raises(ckpt.CheckpointError, match="stopping state"):
+        state.load(t["params"], t["opt"], extra={"since": np.zeros(2, np.int32)})
+    state.save(t["params"], t["opt"], 6, losses, extra={"since": np.array([3, 1], np.int32)})
+    assert state.load(t["params"], t["opt"], extra={"since": np.zeros(2, np.int32)})[4]["since"].tolist() == [3, 1]
     state.clear()
     assert not (tmp_path / "p").exists()
 

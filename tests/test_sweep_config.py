@@ -12,7 +12,11 @@ def test_json_round_trip_and_hashable():
     again = SweepConfig.from_json(config.to_json())
     assert again == config and hash(again) == hash(config)
     assert config.pretrain == "add1,sort_asc" and config.tasks == ("add1", "sort_asc+add1")
-    assert config.learning_rates("prefix") == [5e-3, 1e-2] and config.learning_rates("lora") == [5e-3]
+    assert config.learning_rates("prefix") == [5e-3, 1e-2] and config.learning_rates("lora") == [5e-4, 5e-3, 5e-2]
+    # every parameter-efficient method gets the same default grid; full fine-tuning a decade lower
+    assert SweepConfig().learning_rates("soft_prompt") == SweepConfig().learning_rates("prefix") == [5e-4, 5e-3, 5e-2]
+    assert SweepConfig().learning_rates("full") == [5e-5, 5e-4, 5e-3]
+    assert SweepConfig(lr_grid=(1,)).learning_rates("lora") == [5e-3]
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.seeds = 3
 
@@ -21,6 +25,9 @@ def test_json_round_trip_and_hashable():
     (dict(tasks="sort_up"), "tasks", "unknown task 'sort_up'"),
     (dict(methods="prefix,adapter"), "methods", "unknown method"),
     (dict(tune_steps=0), "tune_steps", "tune_steps must be >= 1"),
+    (dict(patience=0), "patience", "patience must be >= 1"),
+    (dict(lr_grid=(1.0, -2.0)), "lr_grid", "finite positive"),
+    (dict(stop_tol=float("nan")), "stop_tol", "stop_tol must be"),
     (dict(prefix_lengths=(1, 65)), "prefix_lengths", "up to 64"),
     (dict(tune_lr={"prompt": 1e-3}), "tune_lr", "has no learning rate"),
     (dict(tune_tasks=("sort_asc",), tasks=("add1",)), "tune_tasks", "must be tasks of"),

@@ -89,15 +89,20 @@ def test_batches_deterministic_and_jittable():
     assert vm.shape == (3, 4, 19)
 
 
-def test_split_is_disjoint_and_about_a_quarter():
+def test_train_validation_and_test_inputs_are_disjoint():
     mix = T.parse_mixture("sort_asc")
-    train = np.asarray(mix.batch(jax.random.key(0), 4000).tokens_BT[:, :10])
-    test = np.asarray(mix.batch(jax.random.key(0), 4000, test=True).tokens_BT[:, :10])
-    assert not np.asarray(T.is_test_input(jnp.asarray(train))).any()
-    assert np.asarray(T.is_test_input(jnp.asarray(test))).all()
-    assert not ({tuple(r) for r in train} & {tuple(r) for r in test})
+    inputs = {split: np.asarray(mix.batch(jax.random.key(0), 4000, split=split).tokens_BT[:, :10])
+              for split in ("train", "val", "test")}
+    for split, x in inputs.items():
+        assert np.asarray(T.in_split(jnp.asarray(x), split)).all()
+    rows = {split: {tuple(r) for r in x} for split, x in inputs.items()}
+    assert not (rows["train"] & rows["val"]) and not (rows["train"] & rows["test"]) and not (rows["val"] & rows["test"])
+    assert not np.asarray(T.is_test_input(jnp.asarray(inputs["train"]))).any()
     uniform = jax.random.randint(jax.random.key(5), (20000, 10), 0, 8)
-    assert 0.23 < float(T.is_test_input(uniform).mean()) < 0.27
+    assert 0.23 < float(T.in_split(uniform, "test").mean()) < 0.27
+    assert 0.23 < float(T.in_split(uniform, "val").mean()) < 0.27
+    with pytest.raises(ValueError, match="split must be one of"):
+        mix.batch(jax.random.key(0), 4, split="dev")
 
 
 def test_split_same_in_another_process():

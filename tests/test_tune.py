@@ -77,3 +77,17 @@ def test_cross_tasks_score_each_run_on_other_tasks():
                             eval_samples=40, progress=False, cross_tasks=[other])
     assert set(recs[0]["cross_exact_match"]) == {"sort_asc"}
     assert 0 <= recs[0]["cross_exact_match"]["sort_asc"] <= 1
+
+
+def test_stopping_records_steps_used_reason_and_validation_scores():
+    from prefixlab.stopping import StopRule
+    base_E = bases((0,))
+    recs, _, losses = tune_group(SoftPrompt(), CFG, base_E, TASK, group_runs(SoftPrompt(), [1], [1e-3, 1e-1]), [0],
+                                 60, batch_size=8, chunk=10, eval_samples=40, progress=False,
+                                 stop_rule=StopRule(patience=1, tol=10.0), val_samples=64)
+    # no gain of 10 nats is possible: every run stops at its 2nd validation, and the program ends there
+    assert [r["steps_used"] for r in recs] == [20, 20] and {r["stop_reason"] for r in recs} == {"plateau"}
+    assert losses.shape == (1, 2, 20) and all(len(r["loss_curve"]) == 20 for r in recs)
+    assert all(0.0 <= r["val_exact_match"] <= 1.0 and r["val_loss"] > 0 for r in recs)
+    fixed, _, _ = tune(SoftPrompt(), group_runs(SoftPrompt(), [1], [1e-3]), base_E, seeds=(0,))
+    assert fixed[0]["steps_used"] == 20 and fixed[0]["stop_reason"] == "budget"

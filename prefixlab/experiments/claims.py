@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 
 from prefixlab.results import mean_std_ci
+from prefixlab.selection import selected
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +53,8 @@ def mean(xs):
 
 
 def matching(records, **match) -> list[dict]:
-    return [r for r in records if all(r.get(k) == v for k, v in match.items())]
+    """The selected runs (prefixlab/selection.py: one learning rate per setting) matching `match`."""
+    return [r for r in selected(records) if all(r.get(k) == v for k, v in match.items())]
 
 
 def em(records, **match) -> list[float]:

@@ -57,7 +57,7 @@ def attention_figure(run_dir: Path, path: Path) -> Path:
     from prefixlab.analysis import attention_maps, load_run
 
     run = load_run(run_dir)
-    batch = T.parse_mixture("sort_desc").batch(jax.random.key(7), 1, test=True)
+    batch = T.parse_mixture("sort_desc").batch(jax.random.key(7), 1, split="test")
     tokens = batch.tokens_BT
     panels = [("pretrained (sort_asc)", run.base_model(0), None),
               ("full fine-tuning → sort_desc", *run.model("sort_desc", "full", 0)),

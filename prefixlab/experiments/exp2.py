@@ -94,7 +94,7 @@ def figures(run_dir: Path, inits, figures_dir: Path):
     from prefixlab.analysis import AttentionShift, attention_block_outputs, content_attention_shift, load_run
 
     run = load_run(run_dir)
-    tokens = T.parse_mixture(MIX).batch(jax.random.key(3), 64, test=True).tokens_BT
+    tokens = T.parse_mixture(MIX).batch(jax.random.key(3), 64, split="test").tokens_BT
     shifts = []
     for s in run.seeds:
         ctxs = [run.model(t, PREFIX_TAGS[i], s, context_len=1)[1] for t in TASKS for i in inits]

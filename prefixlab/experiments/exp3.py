@@ -103,7 +103,7 @@ def run_spread(ctx) -> None:
     if not (out / "results.jsonl").exists():
         run(ctx)
     run_dir = load_run(out)
-    tokens = T.parse_mixture("sort_asc").batch(jax.random.key(11), 256, test=True).tokens_BT
+    tokens = T.parse_mixture("sort_asc").batch(jax.random.key(11), 256, split="test").tokens_BT
     gaps = []  # seeds x layers, mean over heads
     for s in run_dir.seeds:
         model, context = run_dir.model("sort_asc", "prefix", s, context_len=10)

@@ -29,7 +29,7 @@ class Prefix(Method):
 
     name: str = "prefix"
     uses_context: bool = True
-    default_lr: float = 5e-4
+    default_lr: float = 5e-3  # as every parameter-efficient method, so the default grids are the same
     init_mode: str = "normal"
 
     @classmethod
