@@ -47,10 +47,23 @@ class Run:
         graphdef, _ = abstract_model(self.cfg)
         return nnx.merge(graphdef, self.base(seed))
 
-    def model(self, task: str, tag: str, seed: int, context_len=None, lr=None):
-        """(model, context) of one tuned run of group `<task>/<tag>`: the base seed's model with its method; of
-        the runs matching context_len and lr, the one selected on validation."""
+    def _group_dir(self, task: str, tag: str) -> Path:
+        """ckpt/<task>/<tag>; a method name ("prefix") stands for its one group ("prefix-sample_vocab")."""
         d = self.out / "ckpt" / task / tag
+        if d.exists() or not d.parent.is_dir():
+            return d
+        like = sorted(g for g in d.parent.iterdir() if g.name.startswith(tag + "-") and ckpt.exists(g))
+        if len(like) != 1:
+            groups = ", ".join(g.name for g in sorted(d.parent.iterdir()) if ckpt.exists(g))
+            raise ValueError(f"{d}: no such group" + (f" and {len(like)} of method {tag!r}" if like else "")
+                             + f"; groups of {task}: {groups}")
+        return like[0]
+
+    def model(self, task: str, tag: str, seed: int, context_len=None, lr=None):
+        """(model, context) of one tuned run of group `<task>/<tag>` (or of method `tag`'s one group on `task`): the
+        base seed's model with its method; of
+        the runs matching context_len and lr, the one selected on validation."""
+        d = self._group_dir(task, tag)
         meta = ckpt.read_meta(d)
         runs = [RunSpec(**r) for r in meta["runs"]]
         pick = [i for i, r in enumerate(runs) if (context_len is None or r.context_len == context_len)

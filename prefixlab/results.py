@@ -76,7 +76,8 @@ def loss_curve(losses_U, points: int = 100) -> list[float]:
 CSV_COLUMNS = ("task", "method", "init", "context_len", "lora_rank", "lora_targets", "lora_scaling", "lr", "selected",
                "steps", "steps_used", "stop_reason", "seed", "status", "trainable_params", "exact_match_pct",
                "token_accuracy_pct", "cross_exact_match_pct", "val_exact_match_pct", "val_loss_nats",
-               "final_loss_nats", "wall_s", "group", "pretrain", "pretrain_steps", "model", "variant")
+               "final_loss_nats", "wall_s", "matched_prefix_len", "matched_prefix_params", "param_ratio", "group",
+               "pretrain", "pretrain_steps", "model", "variant")
 _PCT_FIELDS = {"exact_match_pct": "exact_match", "token_accuracy_pct": "token_accuracy",
                "val_exact_match_pct": "val_exact_match"}
 
@@ -149,6 +150,7 @@ def summarize(records: list[dict]) -> list[dict]:
                    exact_match=em, exact_match_std=em_sd, exact_match_ci95=em_ci,
                    token_accuracy=ta, token_accuracy_std=ta_sd, token_accuracy_ci95=ta_ci,
                    trainable_params=rs[0]["trainable_params"], steps=rs[0].get("steps"),
+                   matched_prefix_len=rs[0].get("matched_prefix_len"), param_ratio=rs[0].get("param_ratio"),
                    wall_s=mean_std_ci([r.get("wall_s") for r in rs])[0])
         cross = sorted({t for r in rs for t in (r.get("cross_exact_match") or {})})
         row["cross_exact_match"] = {t: mean_std_ci([(r.get("cross_exact_match") or {}).get(t) for r in rs])[0]
@@ -157,10 +159,18 @@ def summarize(records: list[dict]) -> list[dict]:
     return rows
 
 
+MATCH_TOLERANCE = 0.10  # as methods.lora.MATCH_TOLERANCE (results stay importable without the model code)
+
+
 def method_label(row) -> str:
-    """method, then its LoRA targets or its init (soft prompt; prefix unless the reference "normal")."""
+    """method, then its LoRA targets or its init (soft prompt; prefix unless the reference "normal"); a LoRA run
+    by --match-params adds the prefix length it matches, and its count ratio where that is outside ±10 %."""
     detail = row.get("lora_targets") or (row.get("init") if row.get("init") != "normal" else None)
-    return row["method"] + (f":{detail}" if detail else "")
+    label = row["method"] + (f":{detail}" if detail else "")
+    if row.get("matched_prefix_len") is not None:
+        ratio = row.get("param_ratio") or 1.0
+        label += f" ≈P={row['matched_prefix_len']}" + (f" (×{ratio:.2f}, unmatched)" if abs(ratio - 1) > MATCH_TOLERANCE else "")
+    return label
 
 
 def is_tuned(row) -> bool:

@@ -53,9 +53,11 @@ class EarlyStopping:
     def __init__(self, rule: StopRule, validate: Callable):
         self.rule, self.validate = rule, validate
 
-    def start(self, trainable, frozen, run_data, run_shape: tuple, shard: Callable = lambda t: t):
-        """run_shape: the program's run axes ((R,) or (E, R), padding included); shard places an lr-shaped array."""
-        self.frozen, self.run_data, self.shard = frozen, run_data, shard
+    def start(self, trainable, frozen, run_data, run_shape: tuple, shard: Callable = lambda t: t,
+              gather: Callable = lambda t: t):
+        """run_shape: the program's run axes ((R,) or (E, R), padding included); shard places an lr-shaped array;
+        gather brings the program's arrays to where `validate` runs (host arrays, from a mesh)."""
+        self.frozen, self.run_data, self.shard, self.gather = frozen, run_data, shard, gather
         self.best = jax.tree.map(jnp.copy, trainable)  # chunks donate the trainable state: keep a copy
         self.evaluated_at = -1
         self.active = np.ones(run_shape, bool)
@@ -74,8 +76,8 @@ class EarlyStopping:
         return frozen, run_data, self.shard(lr * jnp.asarray(self.active, lr.dtype)), key
 
     def after_chunk(self, done: int, trainable) -> None:
-        loss, exact = (np.asarray(x, np.float32) for x in to_host(self.validate(trainable, self.frozen,
-                                                                                self.run_data)))
+        scores = self.validate(*self.gather((trainable, self.frozen, self.run_data)))
+        loss, exact = (np.asarray(x, np.float32) for x in to_host(scores))
         self.evaluated_at = done
         live = self.active
         diverged = live & ~np.isfinite(loss)

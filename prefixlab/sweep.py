@@ -20,7 +20,7 @@ import jax
 
 from prefixlab import checkpoint as ckpt
 from prefixlab.bases import load_or_pretrain
-from prefixlab.methods import match_lora_to_prefix, method_settings
+from prefixlab.methods import MATCH_TOLERANCE, method_settings
 from prefixlab.model import count_params
 from prefixlab.processes import agree, is_multi, is_writer
 from prefixlab.report import write_report
@@ -83,10 +83,11 @@ def _sweep(config, run_dir, manifest, done_groups, resume, progress, save_every,
     log(f"prefixlab sweep -> {run_dir}  model {config.model} ({config.task_variant.name} tasks, vocabulary "
         f"{cfg.vocab_size}: {config.variant_reason}), seeds {seeds}, {jax.device_count()} {jax.devices()[0].platform} device(s)"
         + (f", resuming: {len(done_groups)} group(s) already done" if resume else ""))
-    if config.match_params:
-        for p in config.prefix_lengths:
-            lora, n_lora, n_prefix = match_lora_to_prefix(cfg, p)
-            log(f"match-params: prefix P={p} has {n_prefix:,} parameters; LoRA rank {lora.rank} on o,fc,proj has {n_lora:,}")
+    for lora, m in config.matched_loras().items():
+        ratio = m["param_ratio"]
+        log(f"match-params: prefix P={m['matched_prefix_len']} has {m['matched_prefix_params']:,} parameters; LoRA rank "
+            f"{lora.rank} on {','.join(lora.targets)} has {lora.n_params(cfg, None):,} (ratio {ratio:.2f}"
+            + ("" if abs(ratio - 1) <= MATCH_TOLERANCE else f", outside ±{MATCH_TOLERANCE:.0%}: marked in the tables") + ")")
 
     t0 = time.perf_counter()
     _, base_E, losses_EU, wall_E, cached = load_or_pretrain(
@@ -169,7 +170,8 @@ def _run_group(config, run_dir, manifest, method, task, cross, base_E, base, see
     for r in recs:
         r.update(pretrain=config.pretrain_mix.spec, model=config.model, variant=config.task_variant.name,
                  pretrain_steps=config.pretrain_steps, group=group, task=task.spec, method=method.name,
-                 **method.record_fields(), steps=config.tune_steps if method.name != "none" else config.pretrain_steps)
+                 **method.record_fields(), **config.matched_loras().get(method, {}),
+                 steps=config.tune_steps if method.name != "none" else config.pretrain_steps)
         if method.name == "none":  # the pretrained base: its pretraining loss, size and time
             r.update(final_loss=float(base["pre_loss_E"][r["seed"]]), trainable_params=base["n_model"],
                      wall_s=float(base["wall_E"][r["seed"]]), lr=config.lr, steps_used=config.pretrain_steps,

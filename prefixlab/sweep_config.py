@@ -279,11 +279,21 @@ class SweepConfig:
     def method_groups(self) -> list:
         """[Method]: one compiled group each; each method class says which groups its sweep flags ask for."""
         groups = [g for m in self.methods for g in METHODS[m].sweep_groups(self)]
-        if self.match_params:
-            for p in self.prefix_lengths:
-                lora, _, _ = match_lora_to_prefix(self.model_config, p)
-                groups.append(dataclasses.replace(lora, alpha=self.lora_alpha, scaling=self.lora_scaling))
-        return groups
+        return groups + [lora for lora in self.matched_loras() if lora not in groups]
+
+    def matched_loras(self) -> dict:
+        """With match_params, {LoRA: {"matched_prefix_len", "matched_prefix_params", "param_ratio"}}: for every
+        prefix length the LoRA closest in trainable parameters (methods.match_lora_to_prefix); lengths with the same
+        match share one."""
+        if not self.match_params:
+            return {}
+        out = {}
+        for p in self.prefix_lengths:
+            lora, n_lora, n_prefix = match_lora_to_prefix(self.model_config, p)
+            lora = dataclasses.replace(lora, alpha=self.lora_alpha, scaling=self.lora_scaling)
+            out.setdefault(lora, dict(matched_prefix_len=p, matched_prefix_params=n_prefix,
+                                      param_ratio=round(n_lora / n_prefix, 4)))
+        return out
 
     def groups(self, sharded: bool = True) -> list[tuple]:
         """[(task Mixture, Method)] in the order the sweep runs them; with `sharded`, only this grid shard's."""

@@ -19,6 +19,7 @@ from flax import nnx
 from prefixlab.config import ModelConfig
 from prefixlab.host_loop import TICK_EVERY, ChunkTimes, ProgressBar, ResumeSaves, progress_tick, train_chunks
 from prefixlab.model import Context, Transformer, abstract_model
+from prefixlab.processes import to_host
 from prefixlab.run_layout import RunLayout, one_run_chunk
 from prefixlab.tasks import FIRST_TARGET, Batch, Mixture
 
@@ -117,7 +118,8 @@ def run_training(
         trainable_R, frozen, run_data_R, jnp.asarray(lr_R, jnp.float32), key_R)
     opt_state_R = layout.init_optimizer(optimizer)(trainable_R)
     if stopping is not None:
-        stopping.start(trainable_R, frozen, run_data_R, lr_R.shape, layout.shard)
+        stopping.start(trainable_R, frozen, run_data_R, lr_R.shape, layout.shard,
+                       to_host if layout.mesh is not None else lambda t: t)  # validate runs on one device
     losses, done = [], 0
     if resume is not None and (state := resume.load(trainable_R, opt_state_R, stopping and stopping.state())):
         trainable_R, opt_state_R, done, losses_done, stop_state = state

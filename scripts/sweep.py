@@ -89,7 +89,9 @@ valid tasks: {T._valid_names()}; compose with '+', e.g. sort_asc+add1""",
                    help="the LoRA update's scale: constant = alpha at every rank (so ranks compare at one scale), "
                         "peft = alpha/rank (PEFT, the reference), rslora = alpha/sqrt(rank) (default: %(default)s)")
     p.add_argument("--match-params", action="store_true",
-                   help="also run, for each prefix length, the LoRA rank on o,fc,proj with the prefix's parameter count")
+                   help="also run, for each prefix length, the LoRA closest to the prefix's parameter count: a rank on "
+                        "the reference's o,fc,proj when within 10 %%, else the closest rank and target set; records "
+                        "carry both counts and their ratio, tables mark ratios outside 10 %%")
     p.add_argument("--soft-prompt-init", choices=SOFT_PROMPT_INITS, default=D.soft_prompt_init, help="(default: %(default)s)")
     p.add_argument("--prefix-init", default=",".join(D.prefix_inits),
                    help=f"prefix init(s), a comma list from {','.join(PREFIX_INITS)}: normal = N(0, 1) (the reference); "

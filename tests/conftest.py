@@ -35,8 +35,10 @@ def x64_module():
 
 
 # One small sweep that several tests compare against (grid shards merged, several processes): run once.
+# One learning rate per method (lr_grid 1) keeps the suite's many sweeps small; tests/test_sweep.py runs the grid.
 REFERENCE_SWEEP = dict(model="tiny", pretrain="add1", tasks=("add1",), methods=("none", "prefix", "lora"),
-                       prefix_lengths=(1, 2), pretrain_steps=40, tune_steps=20, seeds=2, eval_samples=40)
+                       prefix_lengths=(1, 2), pretrain_steps=40, tune_steps=20, seeds=2, eval_samples=40,
+                       lr_grid=(1.0,))
 
 
 @pytest.fixture(scope="session")

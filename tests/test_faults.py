@@ -19,7 +19,7 @@ QUIET = dict(progress=False, log=lambda *a, **k: None)
 def config(cache):
     return SweepConfig(model="tiny", pretrain="add1", tasks=("add1",), methods=("none", "prefix"),
                        prefix_lengths=(1,), pretrain_steps=20, tune_steps=5, seeds=2, eval_samples=20, chunk=5,
-                       cache_dir=str(cache))
+                       lr_grid=(1.0,), cache_dir=str(cache))
 
 
 def comparable(run):
@@ -58,14 +58,14 @@ def test_a_torn_last_line_reruns_its_group(finished, run):
 
 def test_records_without_their_manifest_entry_are_not_doubled(finished, run):
     manifest = json.loads((run / "manifest.json").read_text())
-    del manifest["groups"]["add1/prefix"]  # as if killed between the append and the manifest update
+    del manifest["groups"]["add1/prefix-sample_vocab"]  # as if killed between the append and the manifest update
     (run / "manifest.json").write_text(json.dumps(manifest))
     run_sweep(None, run, resume=True, **QUIET)
     assert comparable(run) == comparable(finished / "run")
 
 
 def test_a_deleted_checkpoint_file_reruns_its_group(finished, run):
-    victim = next(p for p in sorted((run / "ckpt" / "add1" / "prefix" / "arrays").rglob("*")) if p.is_file())
+    victim = next(p for p in sorted((run / "ckpt" / "add1" / "prefix-sample_vocab" / "arrays").rglob("*")) if p.is_file())
     victim.unlink()
     logs = []
     run_sweep(None, run, resume=True, progress=False, log=lambda *a, **k: logs.append(" ".join(map(str, a))))
@@ -155,7 +155,7 @@ def test_an_interrupt_between_chunks_saves_the_last_completed_chunk():
     class Store:
         every_s, saves = 1e6, []
 
-        def save(self, trainable, opt_state, done, losses):
+        def save(self, trainable, opt_state, done, losses, extra=None):
             self.saves.append((trainable, opt_state, done, losses.copy()))
 
     calls = []

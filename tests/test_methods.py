@@ -8,7 +8,7 @@ from flax import nnx
 from prefixlab.config import preset
 from prefixlab.model import Transformer
 from prefixlab.methods import (Full, HardPrompt, LoRA, MethodError, Prefix, PrefixKV, RunData, SoftPrompt,
-                               get_method, match_lora_to_prefix)
+                               get_method, match_lora_to_prefix, MATCH_TOLERANCE)
 from tests.helpers import tiny_model, tokens
 
 CFG = preset("tiny", dropout=0.0)
@@ -102,6 +102,28 @@ def test_lora_count_and_parameter_matching_reference():
     params = nnx.state(nnx.eval_shape(lambda: lora.adapt(Transformer(cfg, rngs=nnx.Rngs(0)), jax.random.key(0))),
                        nnx.LoRAParam)
     assert sum(x.size for x in jax.tree.leaves(params)) == 12_288
+
+
+@pytest.mark.parametrize("model", ["tiny", "paper-exp1", "paper-exp3"])
+def test_parameter_matching_for_any_prefix_length(model):
+    """For P = 1..32 the match is o,fc,proj where that is within ±10 %, else the closest count of any rank (1..64) on
+    any target set; every even P matches within ±10 %."""
+    import itertools
+    cfg = preset(model)
+    subsets = [c for k in range(1, 7) for c in itertools.combinations(("q", "k", "v", "o", "fc", "proj"), k)]
+    per_rank = {t: LoRA(rank=1, targets=t).n_params(cfg, None) for t in subsets}
+    assert all(LoRA(rank=3, targets=t).n_params(cfg, None) == 3 * n for t, n in per_rank.items())
+    for p in range(1, 33):
+        lora, n_lora, n_prefix = match_lora_to_prefix(cfg, p)
+        on_reference = match_lora_to_prefix(cfg, p, targets=("o", "fc", "proj"))
+        if abs(on_reference[1] / n_prefix - 1) <= MATCH_TOLERANCE:
+            assert lora == on_reference[0]
+        else:
+            best = min(abs(r * per_rank[t] - n_prefix) for t in subsets for r in range(1, 65))
+            assert abs(n_lora - n_prefix) == best, (p, lora)
+        if p % 2 == 0:
+            assert abs(n_lora / n_prefix - 1) <= MATCH_TOLERANCE, (p, lora, n_lora, n_prefix)
+    assert match_lora_to_prefix(cfg, 1)[1] == 2 * match_lora_to_prefix(cfg, 1)[2]  # P = 1: the nearest is 2x
 
 
 def test_full_counts_every_weight():

@@ -14,7 +14,7 @@ SWEEP = Path(__file__).resolve().parent.parent / "scripts" / "sweep.py"
 # REFERENCE_SWEEP (conftest.py) as flags
 FLAGS = ["--model", "tiny", "--pretrain", "add1", "--tasks", "add1", "--methods", "none,prefix,lora",
          "--prefix-lengths", "1,2", "--pretrain-steps", "40", "--tune-steps", "20", "--seeds", "2",
-         "--eval-samples", "40", "--quiet"]
+         "--eval-samples", "40", "--lr-grid", "1", "--quiet"]
 
 
 def _free_port() -> int:

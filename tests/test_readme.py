@@ -15,8 +15,9 @@ def test_python_api_example_runs_in_process(tmp_path, monkeypatch, capsys):
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)
     printed = capsys.readouterr().out.splitlines()  # the sweep's log, then the example's lines
-    assert len(scope["records"]) == 2 * (1 + 1 + 1)  # 2 tasks x (none, prefix, lora), 1 seed
-    assert [line.split()[:2] for line in printed[-6:]] == [[r["task"], r["method"]] for r in scope["records"]]
+    assert len(scope["records"]) == 2 * (1 + 3 + 3)  # 2 tasks x (none, prefix and lora at 3 rates each), 1 seed
+    chosen = [r for r in scope["records"] if r["selected"]]
+    assert len(chosen) == 6 and [line.split()[:2] for line in printed[-6:]] == [[r["task"], r["method"]] for r in chosen]
     assert {r["method"] for r in scope["records"]} == {"none", "prefix", "lora"}
     assert (tmp_path / "runs" / "api-demo" / "results.jsonl").exists()
     assert len(scope["probs"]) == 2 and scope["probs"][0].shape == (4, 2, 20, 20)  # tiny: 2 layers, 2 heads, 1 + 19

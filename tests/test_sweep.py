@@ -86,8 +86,13 @@ def test_tiny_end_to_end_then_base_reused(tmp_path):
               "--prefix-init", "normal,sample_vocab", "--out", str(out), "--cache-dir", str(cache))
     assert r.returncode == 0, r.stderr
     got = rows(out)
-    # per task: none (2 seeds) + prefix (2 inits x 2 lengths x 2 seeds) + lora (2 seeds)
-    assert len(got) == 2 * (2 + 8 + 2)
+    # per task: none (2 seeds) + prefix (2 inits x 2 lengths x 3 lrs x 2 seeds) + lora (3 lrs x 2 seeds)
+    assert len(got) == 2 * (2 + 24 + 6)
+    by_setting = {}
+    for row in got:
+        by_setting.setdefault((row["task"], row["group"], row["context_len"], row["seed"]), []).append(row)
+    assert all(sum(r["selected"] for r in rs) == 1 for rs in by_setting.values())  # one rate each, on validation
+    assert {len(rs) for (_, g, _, _), rs in by_setting.items() if not g.endswith("/none")} == {3}
     required = {"pretrain", "task", "method", "seed", "steps", "trainable_params", "final_loss", "exact_match",
                 "token_accuracy", "wall_s", "context_len", "lora_rank", "lr", "status", "group", "loss_curve"}
     assert all(required <= set(row) for row in got)
@@ -114,7 +119,7 @@ def test_tiny_end_to_end_then_base_reused(tmp_path):
     assert "restored, not retrained" in r2.stdout and "pretrained and stored" not in r2.stdout
     got2 = rows(tmp_path / "run2")
     assert sorted((r["task"], r["method"]) for r in got2) == sorted(
-        [("sort_asc", "none")] * 2 + [("add1", "none")] * 2 + [("add1", "prefix")] * 2)
+        [("sort_asc", "none")] * 2 + [("add1", "none")] * 2 + [("add1", "prefix")] * 6)  # 3 rates x 2 seeds
     assert all(set(r["cross_exact_match"]) == {"sort_asc"} for r in got2 if r["method"] == "prefix")
     none_before = {r["seed"]: r["final_loss"] for r in got if r["method"] == "none"}
     assert {r["seed"]: r["final_loss"] for r in got2 if r["method"] == "none"} == none_before
@@ -196,7 +201,8 @@ def test_resume_refuses_a_flag_that_differs(tmp_path):
 
 
 def test_eight_devices_match_one(tmp_path):
-    args = [*TINY, "--tasks", "add1", "--methods", "none,prefix,lora", "--prefix-lengths", "1,2,3"]
+    args = [*TINY, "--tasks", "add1", "--methods", "none,prefix,lora", "--prefix-lengths", "1,2,3", "--lr-grid", "1,10",
+            "--chunk", "5"]  # validations after steps 5 and 10, with 6 runs padded to the 8 devices
     one = sweep(*args, "--out", str(tmp_path / "one"), "--cache-dir", str(tmp_path / "c1"))
     eight = sweep(*args, "--out", str(tmp_path / "eight"), "--cache-dir", str(tmp_path / "c8"),
                   env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
@@ -207,9 +213,10 @@ def test_eight_devices_match_one(tmp_path):
     for x, y in zip(a, b):
         assert x["exact_match"] == y["exact_match"] and x["token_accuracy"] == pytest.approx(y["token_accuracy"], abs=0.01)
         assert x["final_loss"] == pytest.approx(y["final_loss"], rel=1e-4)
+        assert (x["steps_used"], x["stop_reason"]) == (y["steps_used"], y["stop_reason"])
 
 
-@pytest.mark.parametrize("tune_lr, expected", [({}, [5e-3]), ({"prefix": 1e-2, "lora": 2e-3}, [2e-3])])
+@pytest.mark.parametrize("tune_lr, expected", [({}, [5e-4, 5e-3, 5e-2]), ({"prefix": 1e-2, "lora": 2e-3}, [2e-3])])
 def test_match_params_lora_gets_a_learning_rate(tune_lr, expected):
     """--match-params adds LoRA groups when only `prefix` is in --methods; they once trained at LR 0."""
     config = SweepConfig(model="tiny", methods="prefix", prefix_lengths=(2,), match_params=True, tune_lr=tune_lr)

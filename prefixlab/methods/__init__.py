@@ -18,7 +18,7 @@ from prefixlab.methods.base import MAX_CONTEXT_LEN, Method, MethodError, RunData
 from prefixlab.methods.embedding import Embedding
 from prefixlab.methods.full import Full
 from prefixlab.methods.ia3 import IA3
-from prefixlab.methods.lora import LORA_MODULES, LORA_SCALINGS, LoRA, match_lora_to_prefix
+from prefixlab.methods.lora import LORA_MODULES, LORA_SCALINGS, MATCH_TOLERANCE, LoRA, match_lora_to_prefix
 from prefixlab.methods.prefix import PREFIX_INITS, Prefix
 from prefixlab.methods.prefix_kv import PrefixKV
 from prefixlab.methods.prompt import HardPrompt
@@ -26,7 +26,7 @@ from prefixlab.methods.soft_prompt import SOFT_PROMPT_INITS, SoftPrompt
 from prefixlab.methods.unembedding import Unembedding
 
 __all__ = ["METHODS", "get_method", "method_settings", "method_from_settings", "Method", "MethodError", "RunData",
-           "slot_init", "MAX_CONTEXT_LEN", "LORA_MODULES", "LORA_SCALINGS", "PREFIX_INITS", "SOFT_PROMPT_INITS", "match_lora_to_prefix",
+           "slot_init", "MAX_CONTEXT_LEN", "LORA_MODULES", "LORA_SCALINGS", "PREFIX_INITS", "SOFT_PROMPT_INITS", "match_lora_to_prefix", "MATCH_TOLERANCE",
            "Full", "LoRA", "Prefix", "PrefixKV", "HardPrompt", "SoftPrompt"]
 
 # the registry: name -> method class (the order is the sweep's default order)

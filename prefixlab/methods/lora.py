@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import ClassVar
 
@@ -101,12 +102,35 @@ class LoRA(WeightAdapter):
                 "lora_scaling": self.scaling}
 
 
-def match_lora_to_prefix(cfg: ModelConfig, prefix_len: int, targets=("o", "fc", "proj")) -> tuple[LoRA, int, int]:
-    """The LoRA rank on `targets` whose trainable-parameter count is closest to a `prefix` of length
-    `prefix_len` (ties to the smaller rank). Returns (LoRA, lora params, prefix params).
+MATCH_TOLERANCE = 0.10  # a matched count within ±10 % of the prefix's counts as matched
+REFERENCE_TARGETS = ("o", "fc", "proj")  # the reference's exp 4 (paper-exp3, P = 12: rank 1, 12,288 each)
+
+
+@functools.lru_cache(maxsize=None)
+def _params_per_rank(cfg: ModelConfig, targets: tuple[str, ...]) -> int:
+    return LoRA(rank=1, targets=targets).n_params(cfg, None)  # builds an abstract model: cached
+
+
+def _closest_rank(cfg, target: int, targets) -> LoRA:
+    per_rank = _params_per_rank(cfg, tuple(targets))
+    return LoRA(rank=max(1, round(target / per_rank)), targets=tuple(targets))
+
+
+def match_lora_to_prefix(cfg: ModelConfig, prefix_len: int, targets=None) -> tuple[LoRA, int, int]:
+    """The LoRA whose trainable-parameter count is closest to a `prefix` of length `prefix_len`. Returns (LoRA, lora
+    params, prefix params). targets given: the closest rank on those (ties to the smaller rank). targets None: the
+    reference's o,fc,proj when its closest rank lies within MATCH_TOLERANCE, else the closest of every rank on
+    every non-empty subset of LORA_MODULES (ties to the most reference modules, then the fewest), so any P gets a match where
+    the arithmetic allows one; the ratio says how close it is.
     Reference: P = 12 on paper-exp3 = rank-1 LoRA on o, fc, proj = 12,288 parameters."""
     target = Prefix().n_params(cfg, prefix_len)
-    per_rank = LoRA(rank=1, targets=tuple(targets)).n_params(cfg, None)
-    rank = max(1, round(target / per_rank))
-    lora = LoRA(rank=rank, targets=tuple(targets))
-    return lora, lora.n_params(cfg, None), target
+    if targets is not None:
+        lora = _closest_rank(cfg, target, targets)
+        return lora, lora.n_params(cfg, None), target
+    lora = _closest_rank(cfg, target, REFERENCE_TARGETS)
+    if abs(lora.n_params(cfg, None) / target - 1) > MATCH_TOLERANCE:
+        subsets = [tuple(m for i, m in enumerate(LORA_MODULES) if mask >> i & 1) for mask in range(1, 2 ** len(LORA_MODULES))]
+        lora = min((_closest_rank(cfg, target, s) for s in subsets), key=lambda c: (
+            abs(c.rank * _params_per_rank(cfg, c.targets) - target), -len(set(c.targets) & set(REFERENCE_TARGETS)),
+            len(c.targets)))
+    return lora, lora.rank * _params_per_rank(cfg, lora.targets), target
