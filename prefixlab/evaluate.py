@@ -47,45 +47,50 @@ def make_evaluator(build, mixture: Mixture, n: int = DEFAULT_EVAL_SAMPLES, batch
         targets = jnp.concatenate([targets, jnp.zeros((pad, SEQ_LEN), targets.dtype)])
         valid = jnp.concatenate([valid, jnp.zeros((pad,), bool)])
     inputs_GBN = inputs.reshape(-1, batch, SEQ_LEN)
-    program = _compiled_eval(build, per_base) if cache_key is None else _cached_eval(cache_key, build, per_base)
+    program = _program("greedy", _greedy_run, build, per_base, cache_key)
     return lambda trainable_R, frozen, run_data_R: program(trainable_R, frozen, run_data_R, inputs_GBN, targets, valid)
 
 
-def _compiled_eval(build, per_base):
-    def one_run(trainable, frozen, run_data, inputs_GBN, targets, valid):
-        model, ctx = build(trainable, frozen, run_data)
-        preds = jax.lax.map(lambda x: greedy_generate(model, x, SEQ_LEN, ctx), inputs_GBN)
-        return score(preds.reshape(-1, SEQ_LEN), targets, valid)
-
-    over_runs = jax.vmap(one_run, in_axes=(0, None, 0, None, None, None))
-    return jax.jit(jax.vmap(over_runs, in_axes=(0, 0, 0, None, None, None)) if per_base else over_runs)
+def _greedy_run(build, trainable, frozen, run_data, inputs_GBN, targets, valid):
+    model, ctx = build(trainable, frozen, run_data)
+    preds = jax.lax.map(lambda x: greedy_generate(model, x, SEQ_LEN, ctx), inputs_GBN)
+    return score(preds.reshape(-1, SEQ_LEN), targets, valid)
 
 
-_EVAL_CACHE: dict = {}
+def _teacher_forced_run(build, trainable, frozen, run_data, batch, valid_B):
+    model, ctx = build(trainable, frozen, run_data)
+    loss, exact_B = target_scores(model, batch, ctx)
+    return loss, (exact_B & valid_B).sum() / jnp.maximum(valid_B.sum(), 1)
 
 
-def _cached_eval(cache_key, build, per_base):
-    key = (cache_key, per_base)
-    if key not in _EVAL_CACHE:
-        _EVAL_CACHE[key] = _compiled_eval(build, per_base)
-    return _EVAL_CACHE[key]
+_PROGRAMS: dict = {}
+
+
+def _program(kind: str, one_run, build, per_base: bool, cache_key=None):
+    """jit(vmap over runs (and bases)) of one_run(build, trainable, frozen, run_data, *data); the data (samples)
+    are arguments, so programs made with the same hashable cache_key share one compilation across tasks."""
+    def compile_():
+        run = lambda trainable, frozen, run_data, *data: one_run(build, trainable, frozen, run_data, *data)
+        over_runs = lambda *a: jax.vmap(run, in_axes=(0, None, 0) + (None,) * (len(a) - 3))(*a)
+        over_bases = lambda *a: jax.vmap(over_runs, in_axes=(0, 0, 0) + (None,) * (len(a) - 3))(*a)
+        return jax.jit(over_bases if per_base else over_runs)
+
+    if cache_key is None:
+        return compile_()
+    key = (kind, cache_key, per_base)
+    if key not in _PROGRAMS:
+        _PROGRAMS[key] = compile_()
+    return _PROGRAMS[key]
 
 
 def make_validator(build, mixture: Mixture, n: int = DEFAULT_VAL_SAMPLES, per_base: bool = False,
-                   seed: int = VAL_KEY_SEED):
+                   seed: int = VAL_KEY_SEED, cache_key=None):
     """A jitted fn(trainable_R, frozen, run_data_R) -> (loss_R, exact_R) on the same n validation-split samples for
     every run, by teacher forcing: one forward pass (exact match as greedy decoding would score it, see
     `train.target_scores`). Arguments as for `make_evaluator`."""
     batch = mixture.batch(jax.random.key(seed), n, split="val")
     valid_B = batch.mask_BT[:, -1] > 0
-
-    def one_run(trainable, frozen, run_data, batch, valid_B):
-        model, ctx = build(trainable, frozen, run_data)
-        loss, exact_B = target_scores(model, batch, ctx)
-        return loss, (exact_B & valid_B).sum() / jnp.maximum(valid_B.sum(), 1)
-
-    over_runs = jax.vmap(one_run, in_axes=(0, None, 0, None, None))
-    program = jax.jit(jax.vmap(over_runs, in_axes=(0, 0, 0, None, None)) if per_base else over_runs)
+    program = _program("teacher-forced", _teacher_forced_run, build, per_base, cache_key)
     return lambda trainable_R, frozen, run_data_R: program(trainable_R, frozen, run_data_R, batch, valid_B)
 
 

@@ -167,10 +167,11 @@ def _run_group(config, run_dir, manifest, method, task, cross, base_E, base, see
         eval_samples=config.eval_samples, chunk=config.chunk, progress=progress, cross_tasks=cross,
         resume=partial if writer and not is_multi() else None, label=label,  # several processes resume by groups
         stop_rule=config.stop_rule, val_samples=config.val_samples)
+    matched = config.matched_loras().get(method, {})
     for r in recs:
         r.update(pretrain=config.pretrain_mix.spec, model=config.model, variant=config.task_variant.name,
                  pretrain_steps=config.pretrain_steps, group=group, task=task.spec, method=method.name,
-                 **method.record_fields(), **config.matched_loras().get(method, {}),
+                 **method.record_fields(), **matched,
                  steps=config.tune_steps if method.name != "none" else config.pretrain_steps)
         if method.name == "none":  # the pretrained base: its pretraining loss, size and time
             r.update(final_loss=float(base["pre_loss_E"][r["seed"]]), trainable_params=base["n_model"],

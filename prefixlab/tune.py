@@ -98,7 +98,7 @@ def tune_group(
 
     init_runs = jax.vmap(lambda base, k: method.init(k, cfg, base, P), in_axes=(None, 0))
     trainable_ER = jax.jit(jax.vmap(init_runs))(base_E, init_keys_ER)
-    validate = make_validator(build, task, val_samples, per_base=True)
+    validate = make_validator(build, task, val_samples, per_base=True, cache_key=(method, cfg))
     stopping = EarlyStopping(stop_rule, validate) if stop_rule is not None else None
     trained = not isinstance(method, HardPrompt) and method.name != "none"  # by gradients
     if isinstance(method, HardPrompt):

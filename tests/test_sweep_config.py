@@ -58,7 +58,7 @@ def test_run_dir_rules_are_checked_before_compute(tmp_path):
 def test_match_params_group_restores_with_its_own_targets(tmp_path):
     """The matched LoRA (o,fc,proj) in a sweep whose lora_targets are all six (the default) restores from its own
     settings; parsing its tag with the sweep's targets rebuilt six."""
-    config = SweepConfig(model="tiny", pretrain="add1", tasks=("add1",), methods=("none",), prefix_lengths=(2,),
+    config = SweepConfig(model="tiny", pretrain="add1", tasks=("add1",), methods=("none",), prefix_lengths=(12,),
                          match_params=True, pretrain_steps=20, tune_steps=5, seeds=1, eval_samples=20, chunk=5,
                          cache_dir=str(tmp_path / "cache"))
     records = run_sweep(config, tmp_path / "run", progress=False, log=lambda *a, **k: None)
