@@ -195,17 +195,18 @@ def steps_text(row) -> str:
 
 def format_table(records: list[dict]) -> str:
     rows = summarize(records)
-    header = f"{'task':<16} {'method':<24} {'len':>4} {'rank':>4} {'lr':>8} {'params':>9} {'steps':>6} " \
+    lrs = [lr_text(r, ".0e") if is_tuned(r) else "-" for r in rows]
+    steps = [steps_text(r) if is_tuned(r) else "-" for r in rows]
+    w_lr, w_steps = max([8] + [len(x) for x in lrs]), max([6] + [len(x) for x in steps])  # seeds' lrs joined by '/'
+    header = f"{'task':<16} {'method':<24} {'len':>4} {'rank':>4} {'lr':>{w_lr}} {'params':>9} {'steps':>{w_steps}} " \
              f"{'exact match %':>15} {'token acc %':>13}  seeds"
     lines = [header, "-" * len(header)]
-    for r in rows:
+    for r, lr, st in zip(rows, lrs, steps):
         fmt = lambda v: "-" if v is None else str(v)
-        tuned = is_tuned(r)
-        lr = lr_text(r, ".0e") if tuned else "-"
         pm = lambda m, sd, w: f"{'diverged':>{w + 8}}" if m is None else f"{100 * m:>{w}.1f} ± {100 * sd:<5.1f}"
         lines.append(
-            f"{r['task']:<16} {method_label(r):<24} {fmt(r['context_len']):>4} {fmt(r['lora_rank']):>4} {lr:>8} "
-            f"{r['trainable_params']:>9,} {steps_text(r) if tuned else '-':>6} "
+            f"{r['task']:<16} {method_label(r):<24} {fmt(r['context_len']):>4} {fmt(r['lora_rank']):>4} {lr:>{w_lr}} "
+            f"{r['trainable_params']:>9,} {st:>{w_steps}} "
             f"{pm(r['exact_match'], r['exact_match_std'], 7)} {pm(r['token_accuracy'], r['token_accuracy_std'], 6)}"
             f"  {r['n_seeds']}" + (f" ({r['n_diverged']} diverged)" if r["n_diverged"] else "")
         )

@@ -1,5 +1,6 @@
 """The reproduction's verdicts are pure functions of result records: checked here on small synthetic records."""
 
+import dataclasses
 import math
 
 import pytest
@@ -64,6 +65,18 @@ def test_exp1_verdicts():
     bad = [dict(r, exact_match=0.5) for r in good]  # a prefix that learns sort_desc; a base that cannot sort
     verdicts = [c.verdict for c in exp1.claims(bad, "tiny")]
     assert verdicts == [False, False, False, False, False]
+
+
+def test_protocol_states_budget_stopping_rule_grid_and_steps_used():
+    config = SweepConfig(model="tiny", pretrain="sort_asc", methods=("none", "prefix", "lora"), tune_steps=900,
+                         tune_lr={"prefix": (5e-3,)}, pretrain_steps=100, seeds=3, eval_samples=80)
+    recs = [rec("sort_desc", "lora", 0, 0.5, lr=lr, steps_used=used, selected=lr == 5e-3)
+            for lr, used in ((5e-4, 900), (5e-3, 300), (5e-2, 120))]
+    how = C.protocol(config, recs + [rec("sort_asc", "none", 0, 0.9, steps_used=100)])
+    assert "tuned ≤ 900 steps, used 300–300" in how  # only the selected run counts, the base's steps do not
+    assert "100 % validation exact match or after 4 validations without a 0.001-nat loss gain" in how
+    assert "prefix 0.005; lora 0.0005/0.005/0.05" in how and "3 seeds, 80 test samples" in how
+    assert "fixed steps" in C.protocol(dataclasses.replace(config, stopping=False))
 
 
 def exp2_records(own=0.9, leak=0.0, seeds=2, inits=("normal", "sample_vocab")):

@@ -35,13 +35,13 @@ def test_unknown_section_is_refused(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
-def test_claims_table_keeps_four_cells_when_a_number_has_bars(tmp_path):
+def test_claims_table_keeps_five_cells_when_a_number_has_bars(tmp_path):
     rep = Report(tmp_path, "tiny")
-    rep.add([Claim("content attention", "max |Δ| = 1.7e-06", "identical", True)])
+    rep.add([Claim("content attention", "max |Δ| = 1.7e-06", "identical", True, "64 inputs")])
     rep.write(60.0)
     row = next(l for l in (tmp_path / "report.md").read_text().splitlines() if l.startswith("| content"))
     cells = [c for c in row.replace("\\|", "").split("|")[1:-1]]
-    assert len(cells) == 4 and cells[-1].strip() == "reproduced"
+    assert len(cells) == 5 and cells[-2].strip() == "reproduced" and cells[-1].strip() == "64 inputs"
 
 
 def test_section_times_add_up_over_resumed_runs(tmp_path):

@@ -77,3 +77,11 @@ def test_console_table_hides_untuned_settings():
     base = dict(rec(0, 0.1, method="none", p=None), lr=5e-4, steps=1000)
     line = format_table([base]).splitlines()[2]
     assert "5e-04" not in line and "1000" not in line
+
+
+def test_console_table_widens_for_per_seed_rates_and_early_stops():
+    runs = [dict(rec(s, 0.5), lr=lr, steps=2000, steps_used=used, selected=True) for s, lr, used in ((0, 5e-4, 800), (1, 5e-3, 900))]
+    header, rule, line = format_table(runs).splitlines()
+    assert "5e-04/5e-03" in line and "850/2000" in line
+    assert len(line) <= len(rule) == len(header)  # the columns stay under their headers
+    assert line.index("5e-04/5e-03") + len("5e-04/5e-03") == header.index("lr") + len("lr")

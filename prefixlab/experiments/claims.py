@@ -85,7 +85,17 @@ def hierarchy(statement: str, records, chain: list[tuple[str, dict]], tasks, not
                  all(g + (0 if np.isnan(h) else h) >= 0 for _, _, g, h in gaps), protocol)
 
 
-def protocol(config) -> str:
-    """A sweep's sizes in a few words, for Claim.protocol."""
-    return (f"{config.model}, pretrained {config.pretrain_steps} steps on {config.pretrain}, tuned "
-            f"{config.tune_steps} steps, {config.seeds} seeds, {config.eval_samples} test samples")
+def protocol(config, records=()) -> str:
+    """How a sweep's claims were decided, for Claim.protocol: sizes, the tuning budget and stopping rule, the
+    learning rates tried (selection on validation), and the steps the selected tuned runs used."""
+    rule = config.stop_rule
+    stop = (f"stopped at 100 % validation exact match or after {rule.patience} validations without a "
+            f"{rule.tol:g}-nat loss gain" if rule else "fixed steps")
+    tuned = [m for m in config.methods if m not in ("none", "prompt")]
+    lrs = "; ".join(f"{m} {'/'.join(f'{v:g}' for v in config.learning_rates(m))}" for m in tuned)
+    used = [r["steps_used"] for r in matching(records) if r.get("method") not in ("none", "prompt")
+            and r.get("steps_used") is not None]
+    steps = f", used {min(used)}–{max(used)}" if used else ""
+    return (f"{config.model}, pretrained {config.pretrain_steps} steps on {config.pretrain}; tuned ≤ "
+            f"{config.tune_steps} steps{steps}, {stop}; lr {lrs or '-'}, selected on validation; "
+            f"{config.seeds} seeds, {config.eval_samples} test samples")

@@ -23,7 +23,7 @@ def configs(profile: str) -> dict[str, SweepConfig]:
 
 
 def claims(records, profile: str) -> list[Claim]:
-    how = protocol(configs(profile)["exp1"])
+    how = protocol(configs(profile)["exp1"], records)
     base = em(records, task="sort_asc", method="none")
     out = [Claim("exp1: pretrained on sort_asc", pct(base), "91.4 %", mean(base) >= 0.9, how)]
     for method, ref, ok in (("prefix", "0.0 %", lambda m: m <= 0.05),

@@ -29,7 +29,7 @@ def configs(profile: str) -> dict[str, SweepConfig]:
 
 
 def claims(records, profile: str) -> list[Claim]:
-    how = protocol(configs(profile)["exp2"])
+    how = protocol(configs(profile)["exp2"], records)
     out = []
     for init in PROFILES[profile]["exp2_inits"]:
         for t in TASKS:

@@ -35,7 +35,7 @@ def configs(profile: str) -> dict[str, SweepConfig]:
 
 def claims(records, profile: str) -> list[Claim]:
     """`records`: those of both exp3 run directories."""
-    how = protocol(configs(profile)["exp3"])
+    how = protocol(configs(profile)["exp3"], records)
     pre_tasks = [mean(em(records, task=t, method="prefix")) for t in MIX.split(",")]
     comp, new = em(records, task="sort_asc+add1", method="prefix"), em(records, task="double_hist", method="prefix")
     soft = soft_tasks(profile)
@@ -62,6 +62,7 @@ def run(ctx) -> None:
 def configs_exp4(profile: str) -> dict[str, SweepConfig]:
     return {"exp4": _common(profile, tasks=("double_hist",), methods=("prefix",), prefix_lengths=(12,),
                             match_params=True, lora_alpha=1.0, lora_scaling="peft",  # the reference's alpha / r
+                            tune_steps=PROFILES[profile]["exp4_tune"],
                             tune_lr={"prefix": (5e-3,), "lora": (5e-3,)})}
 
 
@@ -71,7 +72,7 @@ def claims_exp4(records, profile: str) -> list[Claim]:
     n_l = next(r["trainable_params"] for r in records if r["method"] == "lora")
     return [Claim(f"exp4: double_hist, prefix P=12 ({n_p:,} params) vs LoRA o,fc,proj ({n_l:,} params)",
                   f"{pct(prefix)} vs {pct(lora)}", "0.3 % vs 92.4 %", mean(lora) > mean(prefix) + 0.2,
-                  protocol(configs_exp4(profile)["exp4"]))]
+                  protocol(configs_exp4(profile)["exp4"], records))]
 
 
 def run_exp4(ctx) -> None:

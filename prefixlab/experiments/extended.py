@@ -31,7 +31,7 @@ def claims(records, profile: str) -> list[Claim]:
     return [Claim(f"extended: P=10 prefixes, pretraining set ({len(on_pre)} of 7 tasks) vs evaluation set "
                   f"({len(on_eval)} of 7) (mean over tasks)", f"{100 * acc_pre:.1f} % vs {100 * acc_eval:.1f} %",
                   "high on pretrained skills, low on new ones", acc_pre > acc_eval,
-                  protocol(configs(profile)["extended"]))]
+                  protocol(configs(profile)["extended"], records))]
 
 
 def run(ctx) -> None:

@@ -4,7 +4,9 @@
 2-core CPU, tunes exp 1 only on sort_desc (the task its claims are about), exp 2 only the prefix that starts as the soft
 prompt (`exp2_inits`) and the exp 3 soft prompts only on the two sort tasks (`exp3_soft_tasks`, where soft prompt and
 prefix differ) and the extended prefixes on every evaluation task but only every other pretraining task
-(`ext_tune_tasks`); `tiny` only exercises the code."""
+(`ext_tune_tasks`); `tiny` only exercises the code. Tuning steps are budgets: runs stop at convergence on the
+validation split (prefixlab/stopping.py). `exp4_tune` is exp 4's budget on exp 3's base (the reference trained its
+LoRA 10,000 steps)."""
 
 MIX = "sort_asc,sort_desc,add1,add2"
 EXT_PRE = "sort_asc,sort_desc,add1,modulo,less_than,divisible,inverse_binary"
@@ -14,14 +16,14 @@ EXT_PRE_HALF = ",".join(EXT_PRE.split(",")[::2])  # every other pretraining task
 ALL = None  # every task of the section
 PROFILES = {
     "paper": dict(seeds=3, eval=3200, exp1=("paper-exp1", 20000, 10000), exp2=("paper-exp2", 20000, 30000),
-                  exp3=("paper-exp3", 40000, 20000), ext=("paper-exp3", 40000, 20000),
+                  exp3=("paper-exp3", 40000, 20000), ext=("paper-exp3", 40000, 20000), exp4_tune=10000,
                   exp1_tune_tasks=ALL, exp2_inits=["normal", "sample_vocab"], exp3_soft_tasks=ALL, ext_tune_tasks=ALL,
                   theory=["all"]),
-    "quick": dict(seeds=3, eval=800, exp1=("paper-exp1", 10000, 1500), exp2=("small-exp2", 8000, 800),
-                  exp3=("small-exp3", 6000, 800), ext=("small-exp3", 4000, 500),
+    "quick": dict(seeds=3, eval=800, exp1=("paper-exp1", 10000, 1500), exp2=("small-exp2", 8000, 2000),
+                  exp3=("small-exp3", 6000, 1500), ext=("small-exp3", 4000, 500), exp4_tune=4000,
                   exp1_tune_tasks="sort_desc", exp2_inits=["sample_vocab"], exp3_soft_tasks="sort_asc,sort_desc",
                   ext_tune_tasks=EXT_PRE_HALF + "," + EXT_EVAL, theory=["all"]),
     "tiny": dict(seeds=2, eval=40, exp1=("tiny", 40, 10), exp2=("tiny", 40, 10), exp3=("tiny", 40, 10),
-                 ext=("tiny", 40, 10), exp1_tune_tasks="sort_desc", exp2_inits=["normal", "sample_vocab"],
+                 ext=("tiny", 40, 10), exp4_tune=10, exp1_tune_tasks="sort_desc", exp2_inits=["normal", "sample_vocab"],
                  exp3_soft_tasks="sort_asc,sort_desc", ext_tune_tasks="sort_asc,add1+add1", theory=["identities"]),
 }

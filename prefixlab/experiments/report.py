@@ -34,8 +34,9 @@ class Report:
                  f"`python scripts/reproduce.py --profile {self.profile} --out {self.out}` — "
                  f"{total_s / 60:.1f} min in all on {platform.machine()} with {os.cpu_count()} cores. "
                  "Numbers: mean over seeds [95 % t-interval].", "",
-                 "## Claims", "", "| claim | measured | reference | verdict |", "|---|---|---|---|"]
-        lines += [f"| {cell(c.statement)} | {cell(c.measured)} | {cell(c.reference)} | {c.verdict_text} |"
+                 "## Claims", "", "| claim | measured | reference | verdict | protocol |", "|---|---|---|---|---|"]
+        lines += [f"| {cell(c.statement)} | {cell(c.measured)} | {cell(c.reference)} | {c.verdict_text} | "
+                  f"{cell(c.protocol)} |"
                   for c in self.claims]
         (self.out / "report.md").write_text("\n".join(lines) + "\n\n" + "\n".join(self.parts))
 
