@@ -294,6 +294,33 @@ def figures(records: list[dict]) -> dict:
     return {name: fig for name, fig in figs.items() if fig is not None}
 
 
+def accuracy_bars(records: list[dict], title: str):
+    """A figure of exact match per task, one bar per (method, length) with its 95 % interval over seeds (selected
+    runs only); the caller closes it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in summarize(records) if r["exact_match"] is not None]
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    several = len({r["context_len"] for r in rows if r["context_len"] is not None}) > 1
+    name = lambda r: method_label(r) + (f" P={r['context_len']}" if several and r["context_len"] else "")
+    names = list(dict.fromkeys(name(r) for r in rows))
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(max(6.5, 0.9 + 0.35 * len(tasks) * len(names)), 3.8))
+    for i, n in enumerate(names):
+        at = {r["task"]: r for r in rows if name(r) == n}
+        xs = [k + (i - (len(names) - 1) / 2) * width for k, t in enumerate(tasks) if t in at]
+        y, bars = _em_with_bars([at[t] for t in tasks if t in at])
+        ax.bar(xs, y, width, yerr=bars, capsize=2, label=n)
+    ax.set_xticks(range(len(tasks)), tasks, rotation=20 if len(tasks) > 4 else 0, ha="right" if len(tasks) > 4 else "center")
+    ax.set(ylabel="exact match % (95 % interval)", ylim=(0, 105), title=textwrap.fill(title, 90))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
+
+
 def _plots(records: list[dict], plot_dir: Path) -> list[Path]:
     """Writes the plots that have data; one without data is not written, and an old file of it is removed."""
     import matplotlib.pyplot as plt

@@ -152,3 +152,19 @@ def test_many_lengths_get_thinned_integer_ticks():
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     plt.close("all")
     assert labels == ["1", "2", "3", "5", "8", "12", "18"]  # no two within a tenth of the axis
+
+
+def test_accuracy_bars_one_bar_per_setting_with_its_interval():
+    import matplotlib.pyplot as plt
+
+    from prefixlab.report import accuracy_bars
+
+    fig = accuracy_bars(records(), "title")
+    ax = fig.axes[0]
+    heights = sorted(round(p.get_height(), 3) for p in ax.patches)
+    assert heights == [1.0, 11.0, 51.0, 91.0]  # base, prefix P=1, P=4, LoRA: mean over 3 seeds, in %
+    caps = [c for c in ax.containers if hasattr(c, "errorbar") and c.errorbar is not None]
+    assert len(caps) == 4  # each bar carries its 95 % interval
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["sort_desc"]
+    assert {t.get_text() for t in ax.get_legend().get_texts()} == {"prefix P=1", "prefix P=4", "lora", "none"}
+    plt.close(fig)

@@ -34,3 +34,15 @@ def test_positive_control_hidden_prompt_is_fit():
     p = wang.make_problem(4, 2)
     y = wang.hidden_prompt_targets(p, 2)
     assert wang.fit_prompt(p, [2], restarts=4, steps=300, targets=y)[2] < 1e-8
+
+
+def test_prompt_scan_doubles_until_the_best_mse_stops_falling():
+    p = wang.make_problem(2, 0)
+    best = wang.scan_prompt_lengths(p, first=2, rel_tol=1e-3, max_len=16, restarts=2, steps=60)
+    doubled = sorted(m for m in best if m > 2)
+    assert list(best)[:2] == [1, 2] and doubled == [2 ** k for k in range(2, 2 + len(doubled))]
+    last = doubled[-1]
+    before = min(v for m, v in best.items() if m < last)
+    assert last == 16 or best[last] >= before * (1 - 1e-3)  # ended at the cap or where it stopped falling
+    for m in doubled[:-1]:  # every earlier doubling still fell
+        assert best[m] < min(v for k, v in best.items() if k < m) * (1 - 1e-3)

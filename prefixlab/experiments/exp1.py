@@ -39,7 +39,8 @@ def run(ctx) -> None:
     records = ctx.sweep("exp1", configs(ctx.profile)["exp1"])
     ctx.report.add(claims(records, ctx.profile))
     fig = attention_figure(ctx.out / "exp1", ctx.report.figures / "exp1_attention.png")
-    ctx.report.section(TITLE, ctx.timing.so_far(), records_table(records) +
+    ctx.report.section(TITLE, ctx.timing.so_far(), records_table(records) + "\n\n" +
+                       ctx.report.accuracy("exp1", records, "exp 1: exact match of each method") +
                        f"\n\n![attention maps]({fig.relative_to(ctx.out)})\n\nAttention of the pretrained, "
                        "fully fine-tuned and prefix-tuned (P = 1) models on one sort_desc input (seed 0, content rows; "
                        "the prefix model's first column is the prefix slot). Fine-tuning changes the pattern; the "

@@ -73,14 +73,22 @@ def run(ctx) -> None:
     inits = PROFILES[ctx.profile]["exp2_inits"]
     records = ctx.sweep("exp2", configs(ctx.profile)["exp2"])
     ctx.report.add(claims(records, ctx.profile))
-    shift, fig = figures(ctx.out / "exp2", inits, ctx.report.figures)
+    shift, (fig, heads, rescaling) = figures(ctx.out / "exp2", inits, ctx.report.figures)
     ctx.report.add([shift_claim(shift, len(inits), PROFILES[ctx.profile]["seeds"])])
     ctx.report.section(TITLE, ctx.timing.so_far(),
-                       records_table(records) + "\n\nExact match of each task's prefix on every task (mean [95 % "
+                       records_table(records) + "\n\n" +
+                       ctx.report.accuracy("exp2", records, "exp 2: exact match on each task (mixture base)") +
+                       "\n\nExact match of each task's prefix on every task (mean [95 % "
                        "interval]):\n\n" + "\n\n".join(matrix(records, i) for i in inits)
                        + f"\n\n![Figure 3]({fig.relative_to(ctx.out)})\n\nAttention-block output at the last input "
                        "position for 20 inputs (PCA of all points), without a prefix and with each task's prefix "
-                       "(init sample_vocab): each prefix moves the points towards its own cluster (seed 0).")
+                       "(init sample_vocab): each prefix moves the points towards its own cluster (seed 0)."
+                       f"\n\n![Figure 2]({heads.relative_to(ctx.out)})\n\nThe share of attention each task's "
+                       "prefix takes, per head (64 mixture inputs, content rows, seed 0): which heads a prefix "
+                       "acts on to select its skill."
+                       f"\n\n![Figure 5]({rescaling.relative_to(ctx.out)})\n\nOne input, head 0, the sort_asc "
+                       "prefix: the attention with the prefix, its content part renormalised, and the base's "
+                       "attention without a prefix. The last two are equal: the prefix only rescales each row.")
 
 
 def figures(run_dir: Path, inits, figures_dir: Path):
@@ -117,4 +125,50 @@ def figures(run_dir: Path, inits, figures_dir: Path):
     path = figures_dir / "exp2_block_outputs.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return shift, path
+    return shift, [path, head_figure(run, tokens, plt, figures_dir), rescaling_figure(run, tokens, plt, figures_dir)]
+
+
+def head_figure(run, tokens_BT, plt, figures_dir: Path) -> Path:
+    """Figure 2-style: per head, the attention share each task's prefix takes (mean over inputs and content
+    rows, seed 0): a prefix acts on the heads of its own skill."""
+    from prefixlab.analysis import attention_maps
+
+    share_TH = []
+    for t in TASKS:
+        model, ctx = run.model(t, PREFIX_TAGS["sample_vocab"], 0, context_len=1)
+        probs_BHSS = attention_maps(model, tokens_BT, ctx)[0]
+        share_TH.append(probs_BHSS[:, :, 1:, 0].mean(axis=(0, 2)))  # content rows, the prefix column
+    share_TH = np.stack(share_TH)
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    im = ax.imshow(share_TH, cmap="magma", vmin=0, vmax=max(share_TH.max(), 1e-6))
+    ax.set(xticks=range(share_TH.shape[1]), yticks=range(len(TASKS)), yticklabels=TASKS, xlabel="head",
+           title="attention share on the prefix slot, per head (mixture base, layer 0)")
+    for (i, j), v in np.ndenumerate(share_TH):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v < 0.6 * share_TH.max() else "k")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    path = figures_dir / "exp2_heads.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def rescaling_figure(run, tokens_BT, plt, figures_dir: Path) -> Path:
+    """Figure 5-style, one input (seed 0, the sort_asc prefix, head 0): attention with the prefix, its content
+    columns renormalised, and the base's attention without a prefix; the last two are equal."""
+    from prefixlab.analysis import attention_maps
+
+    model, ctx = run.model("sort_asc", PREFIX_TAGS["sample_vocab"], 0, context_len=1)
+    with_SS = attention_maps(model, tokens_BT[:1], ctx)[0][0, 0][1:]  # content rows; column 0 is the prefix
+    renorm_SS = with_SS[:, 1:] / with_SS[:, 1:].sum(-1, keepdims=True)
+    base_SS = attention_maps(run.base_model(0), tokens_BT[:1], None)[0][0, 0]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
+    for ax, (title, a) in zip(axes, (("with prefix (col 0 = prefix)", with_SS), ("content renormalised", renorm_SS),
+                                     (f"base, no prefix (max |Δ| {np.abs(renorm_SS - base_SS).max():.1e})", base_SS))):
+        ax.imshow(a, cmap="viridis", vmin=0, vmax=1)
+        ax.set(title=title, xlabel="key position", ylabel="query position")
+    fig.tight_layout()
+    path = figures_dir / "exp2_rescaling.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -54,7 +54,8 @@ def run(ctx) -> None:
     records = [r for name, config in configs(ctx.profile).items() for r in ctx.sweep(name, config)]
     ctx.report.add(claims(records, ctx.profile))
     ctx.report.section("Experiment 3: pretrained skills, their composition, and a new task", ctx.timing.so_far(),
-                       records_table(records))
+                       records_table(records) + "\n\n" +
+                       ctx.report.accuracy("exp3", records, "exp 3: P = 10 prefixes and soft prompts per task"))
 
 
 # --- exp 4 ---------------------------------------------------------------------------------------------------------
@@ -79,7 +80,8 @@ def run_exp4(ctx) -> None:
     records = ctx.sweep("exp4", configs_exp4(ctx.profile)["exp4"])
     ctx.report.add(claims_exp4(records, ctx.profile))
     ctx.report.section("Experiment 4: prefix vs LoRA at an equal parameter count", ctx.timing.so_far(),
-                       records_table(records))
+                       records_table(records) + "\n\n" +
+                       ctx.report.accuracy("exp4", records, "exp 4: double_hist, prefix vs matched LoRA"))
 
 
 # --- Appendix B: prefix-attention spread -----------------------------------------------------------------------------

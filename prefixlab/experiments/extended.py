@@ -38,4 +38,5 @@ def run(ctx) -> None:
     records = ctx.sweep("extended", configs(ctx.profile)["extended"])
     ctx.report.add(claims(records, ctx.profile))
     ctx.report.section("Extended tasks", ctx.timing.so_far(), f"Prefixes tuned on: {', '.join(tuned_tasks(ctx.profile))} "
-                       "(the base is scored on all 14 tasks).\n\n" + records_table(records))
+                       "(the base is scored on all 14 tasks).\n\n" + records_table(records) + "\n\n" +
+                       ctx.report.accuracy("extended", records, "extended tasks: P = 10 prefixes and the base"))

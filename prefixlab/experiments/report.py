@@ -25,6 +25,19 @@ class Report:
     def section(self, title: str, wall_s: float, body: str):
         self.parts.append(f"## {title}\n\nWall time: {wall_s / 60:.1f} min.\n\n{body}\n")
 
+    def accuracy(self, name: str, records: list[dict], title: str) -> str:
+        """Writes figures/<name>_accuracy.png (exact match per task and method, 95 % intervals over seeds) and
+        returns its markdown."""
+        import matplotlib.pyplot as plt
+
+        from prefixlab.report import accuracy_bars
+
+        fig = accuracy_bars(records, title)
+        path = self.figures / f"{name}_accuracy.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return f"![{title}]({path.relative_to(self.out)})"
+
     def add(self, claims: list[Claim]):
         self.claims += claims
 

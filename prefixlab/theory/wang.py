@@ -120,6 +120,21 @@ def fit_prompt(prob: WangProblem, lengths, restarts: int = 8, steps: int = 400, 
     return out
 
 
+def scan_prompt_lengths(prob: WangProblem, first: int = 16, rel_tol: float = 1e-3, max_len: int = 128,
+                        **fit) -> dict:
+    """fit_prompt over m_p = 1..first, then doubling the length while the best MSE still falls by more than
+    `rel_tol` (relative) and m_p <= max_len: the scan ends where longer prompts stop helping."""
+    best = fit_prompt(prob, range(1, first + 1), **fit)
+    m_p = first
+    while 2 * m_p <= max_len:
+        m_p *= 2
+        before = min(best.values())
+        best.update(fit_prompt(prob, [m_p], **fit))
+        if best[m_p] >= before * (1 - rel_tol):
+            break
+    return best
+
+
 def fit_lora(prob: WangProblem, rank: int, target: str = "proj", restarts: int = 4, steps: int = 400,
              seed: int = 0) -> float:
     """Best MSE of a rank-`rank` LoRA (alpha = rank, so scale 1) on one matrix; base frozen."""
