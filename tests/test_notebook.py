@@ -125,5 +125,5 @@ def test_notebook_runs_headless_in_process_with_the_tiny_profile(tmp_path, monke
     run_cell(tagged["report"], namespace)
     images = [os.path.relpath(x, out) for kind, x in shown if kind == "image"]
     assert sorted(images) == sorted(str(p.relative_to(out)) for p in (out / "figures").glob("*.png"))
-    assert images == ["figures/exp1_attention.png"] and shown[0][0] == "markdown"
+    assert images == ["figures/exp1_accuracy.png", "figures/exp1_attention.png"] and shown[0][0] == "markdown"
     assert shown[0][1].startswith("# Reproduction report") and not any("](figures/" in x for _, x in shown)
