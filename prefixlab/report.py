@@ -321,6 +321,64 @@ def accuracy_bars(records: list[dict], title: str):
     return fig
 
 
+def measure_plot(series: dict, refs: dict | None = None, xlabel: str = "", ylabel: str = "exact match %",
+                 title: str = "", ref_label: str = "reference", log_x: bool = False):
+    """The claim's measure against a scanned quantity: `series` {label: [(x, [value per seed]), ...]} (fractions)
+    drawn as the mean with its 95 % t-interval as a band; `refs` {series label: (x, fraction)}: the reference's own
+    point of that series, a star in its colour. The caller closes the figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from prefixlab.results import mean_std_ci
+
+    fig, ax = plt.subplots(figsize=(6.8, 4.0))
+    xs_all = set()
+    for label, points in series.items():
+        stats = [(x, *mean_std_ci([v for v in vs if v is not None])) for x, vs in sorted(points)]
+        stats = [(x, m, 0.0 if h is None or math.isnan(h) else h) for x, m, _, h in stats if m is not None]
+        if not stats:
+            continue
+        xs, ms, hs = (list(c) for c in zip(*stats))
+        xs_all |= set(xs)
+        (line,) = ax.plot(xs, [100 * m for m in ms], marker="o", ms=4, label=label,
+                          ls="--" if label.startswith("base") else "-")
+        ax.fill_between(xs, [100 * max(m - h, 0) for m, h in zip(ms, hs)], [100 * min(m + h, 1) for m, h in zip(ms, hs)],
+                        color=line.get_color(), alpha=0.15, lw=0)
+        if label in (refs or {}):
+            x, y = refs[label]
+            ax.plot([x], [100 * y], marker="*", ms=13, ls="none", color=line.get_color(), mec="k")
+            xs_all.add(x)
+    if refs:
+        ax.plot([], [], marker="*", ms=11, ls="none", color="w", mec="k", label=ref_label)
+    if log_x:
+        ax.set_xscale("log")
+        ax.set_xticks(sorted(xs_all), [f"{x:,}" for x in sorted(xs_all)], rotation=30)
+        ax.minorticks_off()
+    ax.set(xlabel=xlabel, ylabel=ylabel + " (95 % interval)", ylim=(-3, 105), title=textwrap.fill(title, 70))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def validation_series(records: list[dict], label_of) -> dict:
+    """{label_of(record): [(step, [validation exact match per seed]), ...]} from the selected runs' val_curve. A
+    run that stopped keeps its last value at later steps: its parameters no longer change."""
+    from prefixlab.selection import selected
+
+    curves = defaultdict(list)
+    for r in selected(records):
+        if r.get("val_curve") and r["val_curve"]["step"]:
+            curves[label_of(r)].append(dict(zip(r["val_curve"]["step"], r["val_curve"]["exact_match"])))
+    out = {}
+    for label, runs in curves.items():
+        steps = sorted({s for c in runs for s in c})
+        last = lambda c, s: c[max(t for t in c if t <= s)] if min(c) <= s else None
+        out[label] = [(s, [last(c, s) for c in runs]) for s in steps]
+    return out
+
+
 def _plots(records: list[dict], plot_dir: Path) -> list[Path]:
     """Writes the plots that have data; one without data is not written, and an old file of it is removed."""
     import matplotlib.pyplot as plt

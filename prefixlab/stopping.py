@@ -5,7 +5,8 @@ validation exact match reaches 100 % ("solved"), when its validation loss has no
 `patience` evaluations in a row ("plateau"), or when the loss is not finite ("diverged"); otherwise it trains to
 the budget ("budget"). A stopped run's learning rate is 0 from then on, so its parameters stay fixed while the
 rest of its program trains on; the program ends once every run has stopped. Each run hands back its best
-parameters (the lowest validation loss seen, or those that solved the split).
+parameters (the lowest validation loss seen, or those that solved the split). Every evaluation is kept
+(`curve`): the validation learning curve of each run, for plots of a claim against tuning steps.
 
 Shape letters: R the run axes of the program (E x R when per base), as in prefixlab/config.py.
 """
@@ -54,9 +55,10 @@ class EarlyStopping:
         self.rule, self.validate = rule, validate
 
     def start(self, trainable, frozen, run_data, run_shape: tuple, shard: Callable = lambda t: t,
-              gather: Callable = lambda t: t):
+              gather: Callable = lambda t: t, n_evals: int = 0):
         """run_shape: the program's run axes ((R,) or (E, R), padding included); shard places an lr-shaped array;
-        gather brings the program's arrays to where `validate` runs (host arrays, from a mesh)."""
+        gather brings the program's arrays to where `validate` runs (host arrays, from a mesh); n_evals: the most
+        evaluations the budget allows (chunks), the length of the kept curve (fixed, so a resume restores it)."""
         self.frozen, self.run_data, self.shard, self.gather = frozen, run_data, shard, gather
         self.best = jax.tree.map(jnp.copy, trainable)  # chunks donate the trainable state: keep a copy
         self.evaluated_at = -1
@@ -65,6 +67,9 @@ class EarlyStopping:
         self.since = np.zeros(run_shape, np.int32)
         self.stop_step = np.full(run_shape, -1, np.int32)
         self.reason = np.zeros(run_shape, np.int32)
+        self.curve_step = np.full((n_evals,), -1, np.int32)  # K: the evaluations; -1 = not reached
+        self.curve_loss = np.full((n_evals, *run_shape), np.nan, np.float32)
+        self.curve_exact = np.full((n_evals, *run_shape), np.nan, np.float32)
 
     @property
     def all_stopped(self) -> bool:
@@ -79,6 +84,9 @@ class EarlyStopping:
         scores = self.validate(*self.gather((trainable, self.frozen, self.run_data)))
         loss, exact = (np.asarray(x, np.float32) for x in to_host(scores))
         self.evaluated_at = done
+        k = int((self.curve_step >= 0).sum())
+        if k < len(self.curve_step):
+            self.curve_step[k], self.curve_loss[k], self.curve_exact[k] = done, loss, exact
         live = self.active
         diverged = live & ~np.isfinite(loss)
         solved = live & ~diverged & (exact >= 1.0)
@@ -99,6 +107,13 @@ class EarlyStopping:
         self.stop_step = np.where(self.active, done, self.stop_step)
         return self.best
 
+    def curve(self, index: tuple) -> dict:
+        """One run's validation curve up to its stop: {"step": [...], "loss": [...], "exact_match": [...]}."""
+        keep = (self.curve_step >= 0) & (self.curve_step <= self.stop_step[index])
+        as_list = lambda a: [None if not np.isfinite(v) else round(float(v), 6) for v in a]
+        return {"step": self.curve_step[keep].tolist(), "loss": as_list(self.curve_loss[(keep, *index)]),
+                "exact_match": as_list(self.curve_exact[(keep, *index)])}
+
     # resume: the state saved beside the training state, so a continued run stops where an unbroken one would
     def state(self) -> dict:
         arrays = {k: np.asarray(getattr(self, k), np.int32 if k == "active" else None) for k in _ARRAYS}
@@ -112,4 +127,5 @@ class EarlyStopping:
         self.evaluated_at = int(state["evaluated_at"])
 
 
-_ARRAYS = ("active", "best_loss", "since", "stop_step", "reason")
+_ARRAYS = ("active", "best_loss", "since", "stop_step", "reason", "curve_step", "curve_loss", "curve_exact")
+RUN_AXIS_OFFSET = {"curve_loss": 1, "curve_exact": 1}  # arrays whose run axes come after the evaluation axis

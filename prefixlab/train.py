@@ -21,6 +21,7 @@ from prefixlab.host_loop import TICK_EVERY, ChunkTimes, ProgressBar, ResumeSaves
 from prefixlab.model import Context, Transformer, abstract_model
 from prefixlab.processes import to_host
 from prefixlab.run_layout import RunLayout, one_run_chunk
+from prefixlab.stopping import RUN_AXIS_OFFSET
 from prefixlab.tasks import FIRST_TARGET, Batch, Mixture
 
 
@@ -119,7 +120,8 @@ def run_training(
     opt_state_R = layout.init_optimizer(optimizer)(trainable_R)
     if stopping is not None:
         stopping.start(trainable_R, frozen, run_data_R, lr_R.shape, layout.shard,
-                       to_host if layout.mesh is not None else lambda t: t)  # validate runs on one device
+                       to_host if layout.mesh is not None else lambda t: t,  # validate runs on one device
+                       n_evals=-(-steps // chunk))
     losses, done = [], 0
     if resume is not None and (state := resume.load(trainable_R, opt_state_R, stopping and stopping.state())):
         trainable_R, opt_state_R, done, losses_done, stop_state = state
@@ -138,8 +140,9 @@ def run_training(
         bar.close()
     if stopping is not None:
         trainable_R = stopping.finish(losses.shape[-1])
-        stopping.stop_step, stopping.reason = (np.take(x, np.arange(R), layout.run_axis)
-                                               for x in (stopping.stop_step, stopping.reason))
+        for name in ("stop_step", "reason", "curve_loss", "curve_exact"):  # without the padding runs
+            axis = layout.run_axis + RUN_AXIS_OFFSET.get(name, 0)
+            setattr(stopping, name, np.take(getattr(stopping, name), np.arange(R), axis))
     trainable_R, losses = layout.unplace(trainable_R, losses, R)
     return trainable_R, losses, time.perf_counter() - start
 

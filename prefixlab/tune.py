@@ -80,7 +80,8 @@ def tune_group(
     label: put before the progress bars' descriptions (the sweep's "[k/N] ").
     stop_rule: train to convergence within the `steps` budget, scoring on `val_samples` validation inputs after
     every chunk (prefixlab/stopping.py); None: train exactly `steps` steps. Either way every record gets
-    val_loss and val_exact_match (of the parameters handed back), steps_used and stop_reason."""
+    val_loss and val_exact_match (of the parameters handed back), steps_used and stop_reason; with a stop_rule a
+    trained run's record also gets val_curve {"step", "loss", "exact_match"}: every validation up to its stop."""
     E, R = len(seeds), len(runs)
     P = max((r.context_len or 0) for r in runs)
     graphdef = method.graphdef(cfg)
@@ -142,6 +143,8 @@ def tune_group(
                        steps_used=int(steps_ER[si, ri]), stop_reason=str(reason_ER[si, ri]),
                        trainable_params=method.n_params(cfg, r.context_len), wall_s=wall / (E * R),
                        status="diverged" if bad else "ok", loss_curve=loss_curve(used))
+            if trained and stopping is not None:
+                rec["val_curve"] = stopping.curve((si, ri))
             if cross:
                 rec["cross_exact_match"] = {t: acc(em[si, ri]) for t, em in cross.items()}
             records.append(rec)

@@ -3,6 +3,7 @@
 
   python scripts/reproduce.py --profile quick --out runs/repro-quick     # 2-core CPU: 85.5 min measured
   python scripts/reproduce.py --profile paper --out runs/repro-paper     # the papers' sizes: GPU or TPU
+  python scripts/reproduce.py --profile decide --out runs/repro-decide   # the three open claims: exp 4, scaling
   python scripts/reproduce.py --profile quick --sections exp1,theory     # a part
 
 Every section runs in this process, one after another (a TPU chip takes one process): its sweeps go into
@@ -29,10 +30,11 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", choices=list(PROFILES), default="quick", help="sizes and steps (default: %(default)s)")
     p.add_argument("--out", required=True, help="output directory (re-running with the same --out resumes)")
-    p.add_argument("--sections", default=",".join(SECTIONS), help="comma list (default: all): " + ", ".join(SECTIONS))
+    p.add_argument("--sections", default=None, help="comma list of " + ", ".join(SECTIONS) + " (default: the "
+                   "profile's: " + "; ".join(f"{k} {','.join(v['sections'])}" for k, v in PROFILES.items()) + ")")
     p.add_argument("--cache-dir", default=None, help="pretrained-base cache (default: that of sweep.py)")
     a = p.parse_args(argv)
-    sections = [s.strip() for s in a.sections.split(",")]
+    sections = list(PROFILES[a.profile]["sections"]) if a.sections is None else [s.strip() for s in a.sections.split(",")]
     bad = [s for s in sections if s not in SECTIONS]
     if bad:
         p.exit(2, f"reproduce.py: error: unknown section(s) {bad}; valid: {', '.join(SECTIONS)}\n")

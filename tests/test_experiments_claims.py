@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from prefixlab.experiments import SECTIONS, claims as C, exp1, exp2, exp3, extended, theory
+from prefixlab.experiments import SECTIONS, claims as C, exp1, exp2, exp3, extended, scaling, theory
 from prefixlab.experiments.claims import Claim
 from prefixlab.experiments.profiles import EXT_EVAL, EXT_PRE, MIX, PROFILES
 from prefixlab.sweep import SweepConfig
@@ -164,4 +164,41 @@ def test_every_section_has_valid_sweep_configs(profile):
     assert all(isinstance(c, SweepConfig) for c in configs.values())
     assert SweepConfig.from_json(configs["exp2"].to_json()) == configs["exp2"]
     assert configs["exp3"].seeds == PROFILES[profile]["seeds"] and not math.isnan(configs["exp4"].lora_alpha)
-    assert SECTIONS == ["exp1", "exp2", "exp3", "exp4", "extended", "spread", "theory"]
+    assert SECTIONS == ["exp1", "exp2", "exp3", "exp4", "extended", "spread", "theory", "scaling"]
+    assert set(PROFILES[profile]["sections"]) <= set(SECTIONS)
+    for name, config in scaling.configs(profile).items():  # every scan point is a valid sweep on its own base
+        assert isinstance(config, SweepConfig) and name.endswith(f"-{config.pretrain_steps}")
+
+
+def test_quick_sizes_are_the_decide_profiles_except_exp4_and_the_sections():
+    q, d = PROFILES["quick"], PROFILES["decide"]
+    assert {k for k in q if q[k] != d[k]} == {"exp4_tune", "sections"} and d["sections"] == ("exp4", "scaling")
+    assert exp1.configs("quick")["exp1"].lr_grid == (1.0, 10.0)  # quick drops the 0.1x rate
+
+
+def test_scaling_claims_decide_at_the_longest_pretraining_and_report_every_point():
+    def exp2_point(own, base, leak=0.0):
+        recs = []
+        for s in range(3):
+            for t in MIX.split(","):
+                recs.append(rec(t, "none", s, base))
+                if t in scaling.SORTS:
+                    recs.append(rec(t, "prefix", s, own, cross_exact_match={o: leak for o in MIX.split(",") if o != t}))
+        return recs
+
+    def exp3_point(comp, new):
+        return [rec(t, m, s, em) for s in range(3) for t, m, em in
+                (("sort_asc+add1", "prefix", comp), ("double_hist", "prefix", new), ("sort_asc+add1", "none", 0.0))]
+
+    recs = {"scaling-exp2-2000": exp2_point(0.3, 0.05), "scaling-exp2-16000": exp2_point(0.9, 0.3),
+            "scaling-exp3-3000": exp3_point(0.1, 0.0), "scaling-exp3-12000": exp3_point(0.7, 0.01)}
+    got = scaling.claims(recs, "quick")
+    assert [c.verdict for c in got] == [True, True, True]
+    assert got[0].measured.startswith("2,000: 30.0 % [30.0, 30.0] (base 5.0 % [5.0, 5.0], others ≤ 0.0 %); 16,000: 90.0")
+    assert "pretraining scanned over 2,000, 16,000 steps" in got[0].protocol
+    assert got[2].measured == "3,000: 10.0 % [10.0, 10.0] vs 0.0 % [0.0, 0.0]; 12,000: 70.0 % [70.0, 70.0] vs 1.0 % [1.0, 1.0]"
+    # the longest point decides: a claim that held only at a shorter pretraining is not reproduced
+    flipped = {"scaling-exp2-2000": exp2_point(0.9, 0.3), "scaling-exp2-16000": exp2_point(0.9, 0.3, leak=0.2),
+               "scaling-exp3-3000": exp3_point(0.7, 0.0), "scaling-exp3-12000": exp3_point(0.05, 0.0)}
+    assert [c.verdict for c in scaling.claims(flipped, "quick")] == [False, False, False]
+    assert scaling.claims({}, "quick") == []

@@ -168,3 +168,31 @@ def test_accuracy_bars_one_bar_per_setting_with_its_interval():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["sort_desc"]
     assert {t.get_text() for t in ax.get_legend().get_texts()} == {"prefix P=1", "prefix P=4", "lora", "none"}
     plt.close(fig)
+
+
+def test_validation_series_carries_a_stopped_runs_last_value_forward():
+    from prefixlab.report import validation_series
+
+    curve = lambda steps, em: {"step": steps, "loss": [1.0] * len(steps), "exact_match": em}
+    recs = [dict(method="lora", seed=0, val_curve=curve([250, 500], [0.5, 1.0])),  # solved at 500, stopped
+            dict(method="lora", seed=1, val_curve=curve([250, 500, 750], [0.1, 0.2, 0.4])),
+            dict(method="lora", seed=2, selected=False, val_curve=curve([250], [0.9])),  # not selected: left out
+            dict(method="none", seed=0)]  # untrained: no curve
+    assert validation_series(recs, lambda r: r["method"]) == {
+        "lora": [(250, [0.5, 0.1]), (500, [1.0, 0.2]), (750, [1.0, 0.4])]}
+
+
+def test_measure_plot_draws_each_series_mean_and_its_reference_star_in_its_colour():
+    import matplotlib.pyplot as plt
+
+    from prefixlab.report import measure_plot
+
+    fig = measure_plot({"prefix": [(2000, [0.1, 0.3]), (8000, [0.5, 0.7])], "base": [(2000, [0.0]), (8000, [0.2])]},
+                       {"prefix": (20000, 0.9)}, "steps", log_x=True)
+    ax = fig.axes[0]
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert list(lines["prefix"].get_ydata()) == pytest.approx([20.0, 60.0])
+    star = [ln for ln in ax.get_lines() if ln.get_marker() == "*" and len(ln.get_xdata())][0]
+    assert list(star.get_xdata()) == [20000] and star.get_color() == lines["prefix"].get_color()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["2,000", "8,000", "20,000"]
+    plt.close(fig)

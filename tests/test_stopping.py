@@ -58,6 +58,17 @@ def test_plateau_stops_every_run_and_ends_the_program_early_with_the_best_parame
     np.testing.assert_array_equal(np.asarray(trainable["w"]), v.seen[1])  # best = lowest validation loss
 
 
+def test_the_curve_keeps_every_validation_up_to_each_runs_stop():
+    # run 0 solves at step 10, the others train the 30-step budget: 6 validations in all
+    losses = [[1.0 - 0.1 * i] * R for i in range(6)]
+    v = Scripted(losses, [[1.0 if i >= 1 else 0.0, 0.0, 0.5] for i in range(6)])
+    (_, _, _), stopping = train(v)
+    solved, budget = stopping.curve((0,)), stopping.curve((2,))
+    assert solved == {"step": [5, 10], "loss": [1.0, 0.9], "exact_match": [0.0, 1.0]}
+    assert budget["step"] == [5, 10, 15, 20, 25, 30] and budget["exact_match"] == [0.5] * 6
+    assert budget["loss"] == pytest.approx([1.0, 0.9, 0.8, 0.7, 0.6, 0.5])
+
+
 def test_improvements_below_the_tolerance_do_not_count():
     v = Scripted([[1.0 - 1e-4 * i] * R for i in range(10)], [[0.0] * R])
     (_, _, _), stopping = train(v, rule=StopRule(patience=2, tol=1e-3))
@@ -95,6 +106,7 @@ def test_resume_continues_the_rule_where_it_was(tmp_path):
     assert s_back.stop_step.tolist() == s_full.stop_step.tolist() == [20] * R
     np.testing.assert_array_equal(np.asarray(back["w"]), np.asarray(full["w"]))
     np.testing.assert_array_equal(l_back, l_full)
+    assert s_back.curve((0,)) == s_full.curve((0,))  # the curve before the break came back with the state
 
 
 def test_bad_rules_are_refused():

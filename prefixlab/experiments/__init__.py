@@ -23,7 +23,8 @@ from prefixlab.experiments.report import Report, SectionTiming
 # section -> (module, its run function); imported when run, so that the theory checks can use Claim without
 # importing the sweeps (and this list is readable without importing JAX)
 RUNNERS = {"exp1": ("exp1", "run"), "exp2": ("exp2", "run"), "exp3": ("exp3", "run"), "exp4": ("exp3", "run_exp4"),
-           "extended": ("extended", "run"), "spread": ("exp3", "run_spread"), "theory": ("theory", "run")}
+           "extended": ("extended", "run"), "spread": ("exp3", "run_spread"), "theory": ("theory", "run"),
+           "scaling": ("scaling", "run")}
 SECTIONS = list(RUNNERS)
 
 
@@ -68,19 +69,19 @@ def _quiet(*args, **kwargs):
 
 
 def run_reproduction(profile: str, out, sections=None, cache_dir=None, log=print, progress=False) -> Path:
-    """Runs `sections` (default: all, in SECTIONS order as given) of the reproduction with the sizes of `profile`
+    """Runs `sections` (default: the profile's own, PROFILES[profile]["sections"]; in the order given) of the reproduction with the sizes of `profile`
     into `out`; writes <out>/report.md after every section and returns its path. `log(*args, flush=...)` gets the
     reproduction's lines (a section's start, each sweep's run directory); with progress=True also the sweeps' own
     (bases restored or pretrained, one line per finished group, the sweep's table), and every training run shows
     a tqdm bar (tqdm.auto: a widget in a notebook), so a long section shows how it goes. Raises ValueError for an
     unknown profile or section, prefixlab.sweep.SweepError when a sweep cannot run or resume as configured."""
-    sections = list(SECTIONS if sections is None else ([s.strip() for s in sections.split(",")]
-                                                       if isinstance(sections, str) else sections))
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
+    sections = list(PROFILES[profile]["sections"] if sections is None else (
+        [s.strip() for s in sections.split(",")] if isinstance(sections, str) else sections))
     bad = [s for s in sections if s not in RUNNERS]
     if bad:
         raise ValueError(f"unknown section(s) {bad}; valid: {', '.join(SECTIONS)}")
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
     out = Path(out)
     ctx = Context(out, profile, Path(cache_dir) if cache_dir else None, Report(out, profile),
                   SectionTiming(out / "timing.json"), log, progress)

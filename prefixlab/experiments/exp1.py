@@ -19,7 +19,8 @@ def configs(profile: str) -> dict[str, SweepConfig]:
     model, pre, tune = prof["exp1"]
     return {"exp1": SweepConfig(model=model, pretrain="sort_asc", tasks=TASKS, tune_tasks=prof["exp1_tune_tasks"],
                                 methods=("none", "prefix", "soft_prompt", "lora", "full"), pretrain_steps=pre,
-                                tune_steps=tune, seeds=prof["seeds"], eval_samples=prof["eval"], cross_eval=False)}
+                                tune_steps=tune, seeds=prof["seeds"], eval_samples=prof["eval"], cross_eval=False,
+                                lr_grid=prof["lr_grid"])}
 
 
 def claims(records, profile: str) -> list[Claim]:

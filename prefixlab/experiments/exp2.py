@@ -25,7 +25,8 @@ def configs(profile: str) -> dict[str, SweepConfig]:
     model, pre, tune = prof["exp2"]
     return {"exp2": SweepConfig(model=model, pretrain=MIX, tasks=MIX, methods=("none", "prompt", "soft_prompt", "prefix"),
                                 prefix_lengths=(1,), tune_lr={"prefix": (5e-3,)}, prefix_inits=tuple(prof["exp2_inits"]),
-                                pretrain_steps=pre, tune_steps=tune, seeds=prof["seeds"], eval_samples=prof["eval"])}
+                                pretrain_steps=pre, tune_steps=tune, seeds=prof["seeds"], eval_samples=prof["eval"],
+                                lr_grid=prof["lr_grid"])}
 
 
 def claims(records, profile: str) -> list[Claim]:

@@ -18,7 +18,8 @@ def _common(profile: str, **fields) -> SweepConfig:
     prof = PROFILES[profile]
     model, pre, tune = prof["exp3"]
     return SweepConfig(**{**dict(model=model, pretrain=MIX, pretrain_steps=pre, tune_steps=tune, seeds=prof["seeds"],
-                                 eval_samples=prof["eval"], cross_eval=False, tune_lr={"prefix": (5e-3,)}), **fields})
+                                 eval_samples=prof["eval"], cross_eval=False, tune_lr={"prefix": (5e-3,)},
+                                 lr_grid=prof["lr_grid"]), **fields})
 
 
 def soft_tasks(profile: str) -> list[str]:
@@ -76,12 +77,33 @@ def claims_exp4(records, profile: str) -> list[Claim]:
                   protocol(configs_exp4(profile)["exp4"], records))]
 
 
+def curves_exp4(records, figures_dir):
+    """Validation exact match against tuning steps for the prefix and the matched LoRA (mean over seeds, 95 %
+    band), with the reference's own points (10,000 steps on paper-exp3): whether either is still rising."""
+    import matplotlib.pyplot as plt
+
+    from prefixlab.report import measure_plot, validation_series
+
+    series = validation_series(records, lambda r: r["method"] if r["method"] != "lora" else "LoRA (matched)")
+    fig = measure_plot(series, {"LoRA (matched)": (10000, 0.924), "prefix": (10000, 0.003)}, "tuning steps",
+                       "validation exact match %", "exp 4: double_hist, validation exact match while tuning; ★ the "
+                       "reference (test split)", ref_label="reference (paper-exp3, 10,000 steps)")
+    path = figures_dir / "exp4_curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def run_exp4(ctx) -> None:
     records = ctx.sweep("exp4", configs_exp4(ctx.profile)["exp4"])
     ctx.report.add(claims_exp4(records, ctx.profile))
+    curves = curves_exp4(records, ctx.report.figures)
     ctx.report.section("Experiment 4: prefix vs LoRA at an equal parameter count", ctx.timing.so_far(),
                        records_table(records) + "\n\n" +
-                       ctx.report.accuracy("exp4", records, "exp 4: double_hist, prefix vs matched LoRA"))
+                       ctx.report.accuracy("exp4", records, "exp 4: double_hist, prefix vs matched LoRA") +
+                       f"\n\n![exp 4 validation curves]({curves.relative_to(ctx.out)})\n\nValidation exact "
+                       "match of the selected runs every chunk while tuning (a run that stopped keeps its last "
+                       "value): the tuning-steps axis of this claim.")
 
 
 # --- Appendix B: prefix-attention spread -----------------------------------------------------------------------------
