@@ -1,8 +1,8 @@
 """A cache of pretrained bases, shared by every sweep: a base is pretrained once per (configuration, seed).
 
 The cache key is the content of everything that determines the parameters: model configuration, pretraining
-mixture and variant, steps, batch size, optimizer settings and the code's `NUMERICS` version (not the chunk size,
-which changes nothing).
+mixture and variant, steps, batch size, optimizer settings, the stopping rule when pretraining stops at convergence,
+and the code's `NUMERICS` version (not the chunk size, which changes nothing).
     <cache>/base-<hash>/seed-<s>/        one Orbax checkpoint per seed: params and the per-step losses
     <cache>/base-<hash>/seed-<s>.partial  pretraining state while in progress (resumed after a kill)
 """
@@ -22,9 +22,11 @@ import numpy as np
 
 from prefixlab import checkpoint as ckpt
 from prefixlab.config import ModelConfig
+from prefixlab.evaluate import DEFAULT_VAL_SAMPLES, base_builder, make_validator
 from prefixlab.locks import PidLock
 from prefixlab.model import abstract_model
 from prefixlab.processes import agree, is_multi, is_writer
+from prefixlab.stopping import STOP_REASONS, EarlyStopping
 from prefixlab.tasks import Mixture
 from prefixlab.train import OptimConfig, pretrain
 
@@ -38,13 +40,16 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("PREFIXLAB_CACHE", DEFAULT_CACHE))
 
 
-def pretrain_config(cfg: ModelConfig, mixture: Mixture, steps: int, batch_size: int, optim: OptimConfig) -> dict:
+def pretrain_config(cfg: ModelConfig, mixture: Mixture, steps: int, batch_size: int, optim: OptimConfig,
+                    stop_rule=None, val_samples: int = DEFAULT_VAL_SAMPLES) -> dict:
     model_config = dataclasses.asdict(cfg)
     if model_config["compute_dtype"] is None:  # keeps the keys of entries made before the field existed
         del model_config["compute_dtype"]
     config = {"model_config": model_config, "pretrain": mixture.spec, "vocab_size": mixture.vocab_size,
               "steps": steps, "batch_size": batch_size, "optim": dataclasses.asdict(optim), "numerics": NUMERICS,
               "checkpoint_format": ckpt.FORMAT}  # an entry of an older format is another entry, not an error
+    if stop_rule is not None:  # absent for fixed steps, so the entries made before the option keep their keys
+        config["stopping"] = {"patience": stop_rule.patience, "tol": stop_rule.tol, "val_samples": val_samples}
     return json.loads(json.dumps(config, sort_keys=True))  # as it reads back from meta.json
 
 
@@ -54,11 +59,15 @@ def base_dir(cache: Path, config: dict) -> Path:
 
 def load_or_pretrain(cache: Path, cfg: ModelConfig, mixture: Mixture, seeds: list[int], steps: int,
                      batch_size: int = 64, optim: OptimConfig = OptimConfig(), chunk: int = 250,
-                     progress: bool = True, save_every_s: float = 60.0, log=print, copy_to: Path | None = None):
+                     progress: bool = True, save_every_s: float = 60.0, log=print, copy_to: Path | None = None,
+                     stop_rule=None, val_samples: int = DEFAULT_VAL_SAMPLES):
     """Bases for `seeds`, from the cache where present, pretrained (and stored) otherwise; `copy_to`: a directory
     that also receives each seed's checkpoint (a run directory's ckpt/base, so it stands on its own).
-    Returns (graphdef, params_E, losses_EU, wall_E (pretraining seconds per seed), cached seeds)."""
-    config = pretrain_config(cfg, mixture, steps, batch_size, optim)
+    stop_rule: a `stopping.StopRule`: each seed pretrains until it converges on `val_samples` validation inputs of
+    the mixture, within the `steps` budget (None: exactly `steps`).
+    Returns (graphdef, params_E, losses_EU (NaN after a seed's stop), wall_E (pretraining seconds per seed), cached
+    seeds, steps_used_E)."""
+    config = pretrain_config(cfg, mixture, steps, batch_size, optim, stop_rule, val_samples)
     root = base_dir(cache, config)
     graphdef, abstract = abstract_model(cfg)
     like = {"params": abstract, "losses": jax.ShapeDtypeStruct((steps,), jnp.float32)}
@@ -74,7 +83,8 @@ def load_or_pretrain(cache: Path, cfg: ModelConfig, mixture: Mixture, seeds: lis
             d = root / f"seed-{s}"
             if here:
                 tree = ckpt.restore(d, like, expect={"config": config}, hint=f"remove {d} to retrain that base")
-                stored[s] = (tree["params"], np.asarray(tree["losses"]), ckpt.read_meta(d)["wall_s"])
+                meta = ckpt.read_meta(d)
+                stored[s] = (tree["params"], np.asarray(tree["losses"]), meta["wall_s"], meta.get("steps_used", steps))
             else:
                 missing.append(s)
         if stored:
@@ -86,14 +96,20 @@ def load_or_pretrain(cache: Path, cfg: ModelConfig, mixture: Mixture, seeds: lis
             # no chunk state: they would have to restore it together)
             resume = (None if is_multi() else
                       ckpt.ChunkCheckpoint(root / f"seed-{'-'.join(map(str, missing))}.partial", save_every_s))
+            stopping = (None if stop_rule is None else
+                        EarlyStopping(stop_rule, make_validator(base_builder(graphdef), mixture, val_samples)))
             _, params_E, losses_EU, wall = pretrain(cfg, mixture, missing, steps, batch_size, optim, chunk, progress,
-                                                    resume=resume)
+                                                    resume=resume, stopping=stopping)
             for i, s in enumerate(missing):
                 params = jax.tree.map(lambda x: x[i], params_E)
+                used = steps if stopping is None else int(stopping.stop_step[i])
+                stop = {} if stopping is None else {"steps_used": used,
+                                                    "stop_reason": STOP_REASONS[int(stopping.reason[i])]}
                 if writer:
                     ckpt.save(root / f"seed-{s}", {"params": params, "losses": losses_EU[i]},
-                              {"kind": "pretrained base", "config": config, "seed": s, "wall_s": wall / len(missing)})
-                stored[s] = (params, losses_EU[i], wall / len(missing))
+                              {"kind": "pretrained base", "config": config, "seed": s, "wall_s": wall / len(missing),
+                               **stop})
+                stored[s] = (params, losses_EU[i], wall / len(missing), used)
             if resume is not None:
                 resume.clear()
             log(f"base cache {root}: seeds {missing} pretrained and stored")
@@ -105,7 +121,8 @@ def load_or_pretrain(cache: Path, cfg: ModelConfig, mixture: Mixture, seeds: lis
                 shutil.copytree(root / f"seed-{s}", dst)
     params_E = jax.tree.map(lambda *xs: jnp.stack(xs), *[stored[s][0] for s in seeds])
     losses_EU = np.stack([stored[s][1] for s in seeds])
-    return graphdef, params_E, losses_EU, np.array([stored[s][2] for s in seeds]), sorted(set(seeds) - set(missing))
+    return (graphdef, params_E, losses_EU, np.array([stored[s][2] for s in seeds]), sorted(set(seeds) - set(missing)),
+            np.array([stored[s][3] for s in seeds]))
 
 
 def _intact(directory: Path) -> bool:

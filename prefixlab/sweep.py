@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import jax
+import numpy as np
 
 from prefixlab import checkpoint as ckpt
 from prefixlab.bases import load_or_pretrain
@@ -90,15 +91,18 @@ def _sweep(config, run_dir, manifest, done_groups, resume, progress, save_every,
             + ("" if abs(ratio - 1) <= MATCH_TOLERANCE else f", outside ±{MATCH_TOLERANCE:.0%}: marked in the tables") + ")")
 
     t0 = time.perf_counter()
-    _, base_E, losses_EU, wall_E, cached = load_or_pretrain(
+    _, base_E, losses_EU, wall_E, cached, pre_used_E = load_or_pretrain(
         Path(config.cache_dir), cfg, config.pretrain_mix, seeds, config.pretrain_steps, config.batch_size,
         OptimConfig(lr=config.lr), config.chunk, progress, save_every, log,
-        copy_to=run_dir / "ckpt" / "base" if writer else None)
-    pre_loss_E = final_loss(losses_EU)
+        copy_to=run_dir / "ckpt" / "base" if writer else None,
+        stop_rule=config.pretrain_stop_rule, val_samples=config.val_samples)
+    pre_loss_E = np.array([final_loss(losses_EU[e, :pre_used_E[e]]) for e in range(len(seeds))])
     n_model = count_params(jax.tree.map(lambda x: x[0], base_E))
-    log(f"bases on {config.pretrain_mix.spec}: {config.pretrain_steps} steps, final loss {pre_loss_E.mean():.4f}, "
+    steps_text = (f"{config.pretrain_steps} steps" if (pre_used_E == config.pretrain_steps).all() else
+                  f"{', '.join(map(str, pre_used_E))} of {config.pretrain_steps} steps (stopped at convergence)")
+    log(f"bases on {config.pretrain_mix.spec}: {steps_text}, final loss {pre_loss_E.mean():.4f}, "
         f"pretraining {wall_E.sum():.1f} s" + (f" (earlier, seeds {cached} from the cache)" if cached else ""))
-    base = dict(pre_loss_E=pre_loss_E, losses_EU=losses_EU, wall_E=wall_E, n_model=n_model)
+    base = dict(pre_loss_E=pre_loss_E, losses_EU=losses_EU, wall_E=wall_E, n_model=n_model, used_E=pre_used_E)
 
     new_records = []
     groups = config.groups()
@@ -175,8 +179,9 @@ def _run_group(config, run_dir, manifest, method, task, cross, base_E, base, see
                  steps=config.tune_steps if method.name != "none" else config.pretrain_steps)
         if method.name == "none":  # the pretrained base: its pretraining loss, size and time
             r.update(final_loss=float(base["pre_loss_E"][r["seed"]]), trainable_params=base["n_model"],
-                     wall_s=float(base["wall_E"][r["seed"]]), lr=config.lr, steps_used=config.pretrain_steps,
-                     loss_curve=loss_curve(base["losses_EU"][r["seed"]]))
+                     wall_s=float(base["wall_E"][r["seed"]]), lr=config.lr,
+                     steps_used=int(base["used_E"][r["seed"]]),
+                     loss_curve=loss_curve(base["losses_EU"][r["seed"], :base["used_E"][r["seed"]]]))
     mark_selected(recs)
     if writer:
         has_checkpoint = bool(jax.tree.leaves(trainable_ER))

@@ -121,6 +121,7 @@ class SweepConfig:
     stopping: bool = True  # stop each run at convergence on the validation split (prefixlab/stopping.py)
     patience: int = 4  # validations (one per chunk) without a validation-loss gain of stop_tol before a run stops
     stop_tol: float = 1e-3  # nats
+    pretrain_stopping: bool = False  # pretraining too stops at convergence (same rule); off: the presets' fixed steps
     val_samples: int = DEFAULT_VAL_SAMPLES
     eval_samples: int = 3200
     chunk: int = 250
@@ -275,6 +276,13 @@ class SweepConfig:
         from prefixlab.stopping import StopRule
 
         return StopRule(self.patience, self.stop_tol) if self.stopping else None
+
+    @property
+    def pretrain_stop_rule(self):
+        """The StopRule pretraining uses with pretrain_stopping (the cache keys a base by it), or None."""
+        from prefixlab.stopping import StopRule
+
+        return StopRule(self.patience, self.stop_tol) if self.pretrain_stopping else None
 
     def method_groups(self) -> list:
         """[Method]: one compiled group each; each method class says which groups its sweep flags ask for."""

@@ -164,9 +164,13 @@ def pretrain(
     chunk: int = 250,
     progress: bool = True,
     resume=None,
+    stopping=None,
 ):
     """Pretrains one base per seed (vmapped) with dropout. Returns graphdef, params_R, losses_RU, wall_s.
-    resume: a `checkpoint.ChunkCheckpoint` to continue from and save to between chunks."""
+    resume: a `checkpoint.ChunkCheckpoint` to continue from and save to between chunks.
+    stopping: a `stopping.EarlyStopping` whose validator scores a base (`evaluate.base_builder`): each seed stops
+    at convergence within the `steps` budget and hands back its best parameters; its losses are NaN after its stop
+    step (losses_RU keeps `steps` columns) and `stopping.stop_step` / `stopping.reason` say when and why."""
     if cfg.vocab_size != mixture.vocab_size:
         raise ValueError(f"model vocabulary {cfg.vocab_size} != task vocabulary {mixture.vocab_size}")
     key_R = run_keys(seeds)
@@ -182,8 +186,13 @@ def pretrain(
     lr_R = jnp.full((len(seeds),), optim.lr)
     params_R, losses_RU, wall = run_training(
         loss_fn, params_R, None, None, lr_R, make_optimizer(optim), train_key_R, steps, chunk,
-        desc=f"pretrain {mixture.spec} ({len(seeds)} seeds)", progress=progress, resume=resume,
+        desc=f"pretrain {mixture.spec} ({len(seeds)} seeds)", progress=progress, resume=resume, stopping=stopping,
     )
+    if stopping is not None:  # each seed's curve ends at its own stop
+        cols_U = np.arange(steps)
+        padded = np.full((len(seeds), steps), np.nan, np.float32)
+        padded[:, :losses_RU.shape[-1]] = losses_RU
+        losses_RU = np.where(cols_U[None] < np.asarray(stopping.stop_step)[:, None], padded, np.nan)
     return graphdef, params_R, losses_RU, wall
 
 

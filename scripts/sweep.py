@@ -112,6 +112,9 @@ valid tasks: {T._valid_names()}; compose with '+', e.g. sort_asc+add1""",
                    help="train every run the full --tune-steps (default: a run stops once its validation exact "
                         "match is 100 %% or its validation loss has not improved for --patience validations, and "
                         "keeps its best parameters)")
+    p.add_argument("--pretrain-stopping", action="store_true",
+                   help="pretraining too stops at convergence on the pretraining mixture's validation split, by the "
+                        "same rule, within --pretrain-steps (default: off, the fixed steps of the papers' protocols)")
     p.add_argument("--patience", type=int, default=D.patience,
                    help="validations (one per --chunk steps) without a validation-loss gain of --stop-tol before a "
                         "run stops (default: %(default)s)")

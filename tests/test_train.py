@@ -90,3 +90,24 @@ def test_runs_in_sequence_equal_runs_side_by_side():
     for other in out[1:]:
         chex.assert_trees_all_close(out[0][0], other[0], atol=1e-5)
         np.testing.assert_allclose(out[0][1], other[1], rtol=1e-5)
+
+
+def test_pretraining_with_stopping_ends_each_seeds_curve_at_its_stop():
+    from prefixlab.bases import pretrain_config
+    from prefixlab.stopping import STOP_REASONS, EarlyStopping, StopRule
+
+    calls = []
+
+    def validate(params_R, frozen, run_data):  # seed 0 solves the split at the 2nd validation (step 20)
+        calls.append(1)
+        return np.array([1.0, 1.0 - 0.1 * len(calls)]), np.array([float(len(calls) >= 2), 0.0])
+
+    stopping = EarlyStopping(StopRule(patience=2), validate)
+    _, params, losses, _ = pretrain(CFG, MIX, [0, 1], 40, batch_size=16, chunk=10, progress=False, stopping=stopping)
+    assert losses.shape == (2, 40) and stopping.stop_step.tolist() == [20, 40]
+    assert [STOP_REASONS[c] for c in stopping.reason] == ["solved", "budget"]
+    assert np.isfinite(losses[0, :20]).all() and np.isnan(losses[0, 20:]).all() and np.isfinite(losses[1]).all()
+    # the cache keys a base by its stopping rule, and fixed-step entries keep the keys they had
+    fixed = pretrain_config(CFG, MIX, 40, 16, OptimConfig())
+    stopped = pretrain_config(CFG, MIX, 40, 16, OptimConfig(), StopRule(patience=2), 512)
+    assert "stopping" not in fixed and stopped["stopping"] == {"patience": 2, "tol": 1e-3, "val_samples": 512}
