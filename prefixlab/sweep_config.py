@@ -273,16 +273,17 @@ class SweepConfig:
     @property
     def stop_rule(self):
         """The stopping.StopRule tuning runs use, or None (fixed steps)."""
-        from prefixlab.stopping import StopRule
-
-        return StopRule(self.patience, self.stop_tol) if self.stopping else None
+        return self._rule(self.stopping)
 
     @property
     def pretrain_stop_rule(self):
         """The StopRule pretraining uses with pretrain_stopping (the cache keys a base by it), or None."""
+        return self._rule(self.pretrain_stopping)
+
+    def _rule(self, on: bool):
         from prefixlab.stopping import StopRule
 
-        return StopRule(self.patience, self.stop_tol) if self.pretrain_stopping else None
+        return StopRule(self.patience, self.stop_tol) if on else None
 
     def method_groups(self) -> list:
         """[Method]: one compiled group each; each method class says which groups its sweep flags ask for."""

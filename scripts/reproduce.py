@@ -34,8 +34,8 @@ def main(argv=None) -> int:
                    "profile's: " + "; ".join(f"{k} {','.join(v['sections'])}" for k, v in PROFILES.items()) + ")")
     p.add_argument("--cache-dir", default=None, help="pretrained-base cache (default: that of sweep.py)")
     a = p.parse_args(argv)
-    sections = list(PROFILES[a.profile]["sections"]) if a.sections is None else [s.strip() for s in a.sections.split(",")]
-    bad = [s for s in sections if s not in SECTIONS]
+    sections = None if a.sections is None else [s.strip() for s in a.sections.split(",")]  # None: the profile's
+    bad = [s for s in sections or [] if s not in SECTIONS]
     if bad:
         p.exit(2, f"reproduce.py: error: unknown section(s) {bad}; valid: {', '.join(SECTIONS)}\n")
     from prefixlab.sweep import SweepError

@@ -69,8 +69,8 @@ def _quiet(*args, **kwargs):
 
 
 def run_reproduction(profile: str, out, sections=None, cache_dir=None, log=print, progress=False) -> Path:
-    """Runs `sections` (default: the profile's own, PROFILES[profile]["sections"]; in the order given) of the reproduction with the sizes of `profile`
-    into `out`; writes <out>/report.md after every section and returns its path. `log(*args, flush=...)` gets the
+    """Runs `sections` (default: the profile's own, PROFILES[profile]["sections"]; in the order given) of the
+    reproduction with the sizes of `profile` into `out`; writes <out>/report.md after every section and returns its path. `log(*args, flush=...)` gets the
     reproduction's lines (a section's start, each sweep's run directory); with progress=True also the sweeps' own
     (bases restored or pretrained, one line per finished group, the sweep's table), and every training run shows
     a tqdm bar (tqdm.auto: a widget in a notebook), so a long section shows how it goes. Raises ValueError for an
