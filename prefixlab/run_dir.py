@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import shutil
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def check_writable(path: Path, field: str) -> None:
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{os.getpid()}"
+        probe = path / f".write-test-{os.getpid()}-{threading.get_ident()}"  # threads: lanes
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:

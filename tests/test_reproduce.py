@@ -4,6 +4,8 @@ import json
 import multiprocessing
 import os
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import jax
@@ -74,3 +76,41 @@ def test_tiny_theory_section_runs_in_process_restores_float32_and_is_kept_on_rer
     before = (out / "theory-identities.json").stat().st_mtime_ns
     assert load_script(REPRODUCE).main(args) == 0  # the rerun keeps the table instead of measuring again
     assert (out / "theory-identities.json").stat().st_mtime_ns == before
+
+
+def test_report_keeps_the_section_order_whichever_lane_finishes_first(tmp_path):
+    rep = Report(tmp_path, "tiny", order=["exp1", "exp2"], lanes=2)
+
+    def section(name, delay):
+        time.sleep(delay)
+        with rep.collecting(name):
+            rep.add([Claim(f"{name} claim", "1", "1", True, "p")])
+            rep.section(f"{name} title", 1.0, "body")
+
+    threads = [threading.Thread(target=section, args=("exp1", 0.2)), threading.Thread(target=section, args=("exp2", 0))]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    rep.write(60.0)
+    text = (tmp_path / "report.md").read_text()
+    assert text.index("exp1 claim") < text.index("exp2 claim") and text.index("exp1 title") < text.index("exp2 title")
+    assert "2 sections at a time" in text
+
+
+def test_timing_keeps_each_threads_section_and_the_whole_wall_time(tmp_path):
+    timing = SectionTiming(tmp_path / "timing.json")
+
+    def measure(name, delay):
+        with timing.measure(name):
+            time.sleep(delay)
+            seen[name] = timing.so_far()
+
+    seen = {}
+    threads = [threading.Thread(target=measure, args=("a", 0.3)), threading.Thread(target=measure, args=("b", 0.1))]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    data = json.loads((tmp_path / "timing.json").read_text())
+    assert 0.3 <= data["sections"]["a"] < 0.3 + 0.25 and 0.1 <= data["sections"]["b"] < 0.1 + 0.25
+    assert seen["b"] < seen["a"] and data["wall_s"] < data["sections"]["a"] + data["sections"]["b"]
+    assert SectionTiming(tmp_path / "timing.json").seconds == data["sections"]  # read back as it was written
+    (tmp_path / "old.json").write_text(json.dumps({"exp1": 5.0}))  # the flat format of earlier runs
+    assert SectionTiming(tmp_path / "old.json").seconds == {"exp1": 5.0}

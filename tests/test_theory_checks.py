@@ -1,9 +1,11 @@
 """The theory checks as a library: Claims out, float64 only while they run, scripts/theory.py's JSON rows."""
 
 import json
+import threading
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import pytest
 
 from prefixlab.experiments.claims import Claim
@@ -19,6 +21,25 @@ def test_float64_is_restored_after_the_checks():
     with pytest.raises(KeyError), checks.float64():  # restored when a check raises, too
         raise KeyError
     assert jax.config.read("jax_enable_x64") == before
+
+
+def test_float64_is_only_for_the_thread_that_asked():
+    """The reproduction runs the checks beside float32 training in another thread."""
+    inside, outside = threading.Event(), {}
+
+    def checks_thread():
+        with checks.float64():
+            inside.set()
+            done.wait(5)
+
+    done = threading.Event()
+    t = threading.Thread(target=checks_thread)
+    t.start()
+    inside.wait(5)
+    outside["dtype"] = jnp.ones(2).dtype
+    done.set()
+    t.join()
+    assert outside["dtype"] == jnp.float32
 
 
 def test_identities_part_gives_claims_and_the_json_rows_of_theory_py():

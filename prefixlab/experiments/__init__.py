@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from prefixlab.experiments.claims import Claim
+from prefixlab.experiments.lanes import default_lanes, run_lanes
 from prefixlab.experiments.profiles import PROFILES
 from prefixlab.experiments.report import Report, SectionTiming
 
@@ -68,9 +69,12 @@ def _quiet(*args, **kwargs):
     """The sweeps' own log: kept out of the reproduction's output, as `--quiet` with captured output did."""
 
 
-def run_reproduction(profile: str, out, sections=None, cache_dir=None, log=print, progress=False) -> Path:
-    """Runs `sections` (default: the profile's own, PROFILES[profile]["sections"]; in the order given) of the
-    reproduction with the sizes of `profile` into `out`; writes <out>/report.md after every section and returns its path. `log(*args, flush=...)` gets the
+def run_reproduction(profile: str, out, sections=None, cache_dir=None, log=print, progress=False,
+                     lanes: int | None = None) -> Path:
+    """Runs `sections` (default: the profile's own, PROFILES[profile]["sections"]; the report keeps the order given)
+    of the reproduction with the sizes of `profile` into `out`, `lanes` sections at a time (default: 2 on a CPU,
+    1 on an accelerator; see lanes.py); writes <out>/report.md after every section and returns its path.
+    Results do not depend on `lanes`. `log(*args, flush=...)` gets the
     reproduction's lines (a section's start, each sweep's run directory); with progress=True also the sweeps' own
     (bases restored or pretrained, one line per finished group, the sweep's table), and every training run shows
     a tqdm bar (tqdm.auto: a widget in a notebook), so a long section shows how it goes. Raises ValueError for an
@@ -82,15 +86,22 @@ def run_reproduction(profile: str, out, sections=None, cache_dir=None, log=print
     bad = [s for s in sections if s not in RUNNERS]
     if bad:
         raise ValueError(f"unknown section(s) {bad}; valid: {', '.join(SECTIONS)}")
+    lanes = default_lanes() if lanes is None else lanes
+    if lanes < 1:
+        raise ValueError(f"lanes must be >= 1, got {lanes}")
     out = Path(out)
-    ctx = Context(out, profile, Path(cache_dir) if cache_dir else None, Report(out, profile),
+    ctx = Context(out, profile, Path(cache_dir) if cache_dir else None, Report(out, profile, sections, lanes),
                   SectionTiming(out / "timing.json"), log, progress)
     start = time.perf_counter()
-    for name in sections:
-        log(f"[{name}] {time.perf_counter() - start:6.0f} s", flush=True)
-        with ctx.timing.measure(name):
+
+    def run_one(name: str) -> None:
+        log(f"[{name}] starts at {time.perf_counter() - start:6.0f} s", flush=True)
+        with ctx.timing.measure(name), ctx.report.collecting(name):
             runner(name)(ctx)
-        ctx.report.write(sum(ctx.timing.seconds.values()))  # a partial report after every section
+        ctx.report.write(ctx.timing.wall_s)  # a partial report after every section
+        log(f"[{name}] done at {time.perf_counter() - start:6.0f} s", flush=True)
+
+    run_lanes(sections, run_one, lanes)
     path = out / "report.md"
     log(f"report: {path} ({(time.perf_counter() - start) / 60:.1f} min)")
     return path

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import platform
+import threading
 import time
 from pathlib import Path
 
@@ -13,17 +14,45 @@ from prefixlab.experiments.claims import Claim
 
 
 class Report:
-    """Markdown sections, the claims table and the figures of one reproduction."""
+    """Markdown sections, the claims table and the figures of one reproduction. `order`: the sections in report
+    order; what a section adds inside `collecting(section)` goes to its place there, whichever thread (lane) runs
+    it and whenever it finishes. lanes: how many sections ran at a time (stated in the header)."""
 
-    def __init__(self, out: Path, profile: str):
-        self.out, self.profile = Path(out), profile
+    def __init__(self, out: Path, profile: str, order=(), lanes: int = 1):
+        self.out, self.profile, self.order, self.lanes = Path(out), profile, list(order), lanes
         self.figures = self.out / "figures"
         self.figures.mkdir(parents=True, exist_ok=True)
-        self.parts: list[str] = []
-        self.claims: list[Claim] = []
+        self._slots: dict[str | None, tuple[list[Claim], list[str]]] = {}
+        self._local, self._lock = threading.local(), threading.Lock()
+
+    @contextlib.contextmanager
+    def collecting(self, section: str):
+        """What this thread adds in the block belongs to `section`."""
+        self._local.section = section
+        try:
+            yield
+        finally:
+            self._local.section = None
+
+    def _slot(self):
+        """This thread's section's (claims, parts); call with the lock held."""
+        return self._slots.setdefault(getattr(self._local, "section", None), ([], []))
+
+    def _in_order(self) -> list:
+        keys = [None] + self.order + [k for k in self._slots if k is not None and k not in self.order]
+        return [self._slots[k] for k in keys if k in self._slots]
+
+    @property
+    def claims(self) -> list[Claim]:
+        return [c for claims, _ in self._in_order() for c in claims]
+
+    @property
+    def parts(self) -> list[str]:
+        return [p for _, parts in self._in_order() for p in parts]
 
     def section(self, title: str, wall_s: float, body: str):
-        self.parts.append(f"## {title}\n\nWall time: {wall_s / 60:.1f} min.\n\n{body}\n")
+        with self._lock:
+            self._slot()[1].append(f"## {title}\n\nWall time: {wall_s / 60:.1f} min.\n\n{body}\n")
 
     def accuracy(self, name: str, records: list[dict], title: str) -> str:
         """Writes figures/<name>_accuracy.png (exact match per task and method, 95 % intervals over seeds) and
@@ -39,41 +68,60 @@ class Report:
         return f"![{title}]({path.relative_to(self.out)})"
 
     def add(self, claims: list[Claim]):
-        self.claims += claims
+        with self._lock:
+            self._slot()[0].extend(claims)
 
     def write(self, total_s: float):
         cell = lambda text: str(text).replace("|", "\\|")  # a "|" in a cell would end it in the markdown table
+        side = (f", {self.lanes} sections at a time (their wall times overlap)" if self.lanes > 1 else "")
+        with self._lock:
+            claims, parts = self.claims, self.parts
         lines = [f"# Reproduction report (profile `{self.profile}`)", "",
                  f"`python scripts/reproduce.py --profile {self.profile} --out {self.out}` — "
-                 f"{total_s / 60:.1f} min in all on {platform.machine()} with {os.cpu_count()} cores. "
+                 f"{total_s / 60:.1f} min in all on {platform.machine()} with {os.cpu_count()} cores{side}. "
                  "Numbers: mean over seeds [95 % t-interval].", "",
                  "## Claims", "", "| claim | measured | reference | verdict | protocol |", "|---|---|---|---|---|"]
         lines += [f"| {cell(c.statement)} | {cell(c.measured)} | {cell(c.reference)} | {c.verdict_text} | "
                   f"{cell(c.protocol)} |"
-                  for c in self.claims]
-        (self.out / "report.md").write_text("\n".join(lines) + "\n\n" + "\n".join(self.parts))
+                  for c in claims]
+        with self._lock:
+            (self.out / "report.md").write_text("\n".join(lines) + "\n\n" + "\n".join(parts))
 
 
 class SectionTiming:
-    """Wall seconds per section, kept in <out>/timing.json and added up over runs, so a reproduction that was
-    interrupted and resumed reports the time its sections really took (less the interrupted run's partial work)."""
+    """Wall seconds per section and of the whole reproduction, kept in <out>/timing.json and added up over runs, so
+    a reproduction that was interrupted and resumed reports the time it really took (less the interrupted run's
+    partial work). Sections may be measured in several threads at once (lanes); each thread's `so_far` is its
+    own section's. The file: {"sections": {name: s}, "wall_s": s} (an older flat {name: s} is read too)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.seconds: dict[str, float] = json.loads(self.path.read_text()) if self.path.exists() else {}
+        data = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.seconds: dict[str, float] = data.get("sections", data) if "wall_s" in data else data
+        self._wall_before, self._run_t0 = float(data.get("wall_s", 0.0)), time.perf_counter()
+        self._local, self._lock = threading.local(), threading.Lock()
+
+    @property
+    def wall_s(self) -> float:
+        """The reproduction's wall time: earlier runs into this --out plus this one so far."""
+        return self._wall_before + time.perf_counter() - self._run_t0
 
     @contextlib.contextmanager
     def measure(self, name: str):
-        self.current, self.t0 = name, time.perf_counter()
+        self._local.current, self._local.t0 = name, time.perf_counter()
         try:
             yield
         finally:
-            self.seconds[name] = self.so_far()
-            self.path.write_text(json.dumps(self.seconds, indent=1) + "\n")
+            with self._lock:
+                self.seconds[name] = self.so_far()
+                self.save()
+
+    def save(self) -> None:
+        self.path.write_text(json.dumps({"sections": self.seconds, "wall_s": self.wall_s}, indent=1) + "\n")
 
     def so_far(self) -> float:
-        """The running section's wall time so far, including earlier runs of it into the same --out."""
-        return self.seconds.get(self.current, 0.0) + time.perf_counter() - self.t0
+        """This thread's running section's wall time so far, including earlier runs of it into the same --out."""
+        return self.seconds.get(self._local.current, 0.0) + time.perf_counter() - self._local.t0
 
 
 def records_table(records) -> str:

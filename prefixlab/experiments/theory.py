@@ -1,4 +1,4 @@
-"""Theory verification: the checks of prefixlab.theory.checks, run in this process (under float64, restored after)
+"""Theory verification: the checks of prefixlab.theory.checks, run in this process (float64 in their thread only)
 and kept as <out>/theory-<part>.json in scripts/theory.py's format, so a resumed reproduction does not redo them."""
 
 from __future__ import annotations
@@ -45,5 +45,5 @@ def run(ctx) -> None:
         rows += [Claim.from_theory_row(r) for r in data["rows"]]
         walls.append(data["wall_s"])
     ctx.report.add(claims(rows))
-    ctx.report.section("Theory verification", sum(walls), "Run in this process after the sections before it, with "
-                       "float64 enabled for the checks only.\n\n" + table(rows))
+    ctx.report.section("Theory verification", sum(walls), "Run in this process (on a CPU beside another section), "
+                       "with float64 enabled in the checks' thread only.\n\n" + table(rows))
