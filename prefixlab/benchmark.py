@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -120,6 +121,39 @@ def bench_prefix_runs(ks, steps, chunk, P=1):
             rows.append(row)
             print(f"  prefix runs K={K:3d} {mode:<13}: {row['run_steps_per_s']:8.0f} run-steps/s, one program's time "
                   f"/ K single runs = {row['program_over_sequential']:.2f}", flush=True)
+    return rows
+
+
+def bench_lanes(lanes=(1, 2, 3), steps=500, chunk=250, name="small-exp3", seeds=3):
+    """L programs at once in threads of this process (what the reproduction's lanes do), each pretraining `seeds`
+    bases of `name` on the mixture sort_asc,sort_desc,add1,add2: seed-steps/s over all of them, and the ratio to one
+    program. Each thread's own compilation is excluded; the other threads' may overlap its first timed chunk."""
+    mix = T.parse_mixture("sort_asc,sort_desc,add1,add2")
+    cfg = preset(name)
+
+    def one(i, walls):
+        graphdef, params_R = init_params(cfg, run_keys(list(range(seeds))))
+
+        def loss_fn(params, _f, _rd, key):
+            k_data, k_drop = jax.random.split(key)
+            return lm_loss(nnx.merge(graphdef, params), mix.batch(k_data, 64), None, k_drop)
+
+        walls[i] = timed_training(loss_fn, params_R, None, None, run_keys([100 + s for s in range(seeds)]), steps,
+                                  chunk)
+
+    rows = []
+    for L in lanes:
+        walls = {}
+        threads = [threading.Thread(target=one, args=(i, walls)) for i in range(L)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        rate = sum(seeds * steps / w for w in walls.values())
+        rows.append({"lanes": L, "model": name, "seeds": seeds, "steps": steps, "seed_steps_per_s": rate,
+                     "over_one_lane": rate / rows[0]["seed_steps_per_s"] if rows else 1.0})
+        print(f"  {L} program(s) at once ({name}, {seeds} seeds each): {rate:.1f} seed-steps/s, "
+              f"{rows[-1]['over_one_lane']:.2f}x one", flush=True)
     return rows
 
 

@@ -8,7 +8,9 @@ Measures, in one run on this machine:
   - the time to evaluate 3,200 test samples on paper-exp3 (greedy decoding with a kv cache), in both dtypes;
   - K = 1, 8, 64 prefix-tuning runs over one frozen paper-exp1 base in one compiled program: run-steps/s and
     the ratio of the program's time to K sequential single runs (measured as K x one run), for the default
-    schedule (on CPU, CPU_RUN_BATCH runs side by side) and the alternatives: one at a time, all vmapped.
+    schedule (on CPU, CPU_RUN_BATCH runs side by side) and the alternatives: one at a time, all vmapped;
+  - 1, 2, 3 training programs at once in threads (small-exp3, 3 seeds each): seed-steps/s and the ratio to one,
+    the measurement behind the reproduction's two lanes on a CPU.
 Compilation is excluded from every timing (a warm-up chunk runs first). The reference PyTorch code on the
 2-core machine: 16 ms/step (paper-exp1), 273 ms/step (4-layer), 34 s to evaluate 3,200 samples. Since the
 machine's speed drifts between days, --reference-python times the reference step (scripts/bench_reference.py,
@@ -28,11 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import jax  # noqa: E402
 
-from prefixlab.benchmark import (REFERENCE, BenchmarkError, bench_eval, bench_prefix_runs, bench_pretrain, matmul_peak,  # noqa: E402
-                                 same_day_reference)
+from prefixlab.benchmark import (REFERENCE, BenchmarkError, bench_eval, bench_lanes, bench_prefix_runs,  # noqa: E402
+                                 bench_pretrain, matmul_peak, same_day_reference)
 from prefixlab.run_dir import output_file_problem  # noqa: E402
 
-PARTS = {"pretrain", "eval", "runs"}
+PARTS = {"pretrain", "eval", "runs", "lanes"}
 DTYPES = ("float32", "bfloat16")  # compute dtypes, measured back to back
 
 
@@ -42,7 +44,7 @@ def main(argv=None):
     p.add_argument("--chunk", type=int, default=100, help="steps per compiled chunk (default: %(default)s)")
     p.add_argument("--eval-samples", type=int, default=3200)
     p.add_argument("--ks", default="1,8,64", help="numbers of vmapped prefix runs (default: %(default)s)")
-    p.add_argument("--skip", default="", help="comma list of parts to skip: pretrain,eval,runs")
+    p.add_argument("--skip", default="", help="comma list of parts to skip: pretrain,eval,runs,lanes")
     p.add_argument("--out", default="runs/bench.json", help="JSON output (default: %(default)s)")
     p.add_argument("--reference-python", metavar="PYTHON", help="an interpreter with PyTorch: time the reference "
                    "step right before and after the pretraining figures and give same-day ratios too")
@@ -98,6 +100,9 @@ def main(argv=None):
                   f"compilation {r['first_call_s']:.1f} s), {r['speedup_vs_reference']:.0f}x the reference", flush=True)
     if "runs" not in skip:
         res["prefix_runs"] = bench_prefix_runs([int(k) for k in a.ks.split(",")], a.steps, a.chunk)
+    if "lanes" not in skip:
+        print("programs at once in threads (the reproduction's lanes):")
+        res["lanes"] = bench_lanes(steps=a.steps, chunk=a.chunk)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
     print(f"wrote {a.out}")
