@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Reproduce both papers: every section's sweeps, figures and verdicts, in one report.
 
-  python scripts/reproduce.py --profile quick --out runs/repro-quick     # 2-core CPU: 85.5 min (3-rate grid)
+  python scripts/reproduce.py --profile quick --out runs/repro-quick     # 2-core CPU: 54.6 min (00be878)
   python scripts/reproduce.py --profile paper --out runs/repro-paper     # the papers' sizes: GPU or TPU
   python scripts/reproduce.py --profile decide --out runs/repro-decide   # the three open claims: exp 4, scaling
   python scripts/reproduce.py --profile quick --sections exp1,theory     # a part
