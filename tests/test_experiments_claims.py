@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from prefixlab.experiments import SECTIONS, claims as C, exp1, exp2, exp3, extended, scaling, theory
+from prefixlab.experiments import SECTIONS, budget, claims as C, exp1, exp2, exp3, extended, scaling, theory
 from prefixlab.experiments.claims import Claim
 from prefixlab.experiments.profiles import EXT_EVAL, EXT_PRE, MIX, PROFILES
 from prefixlab.sweep import SweepConfig
@@ -164,32 +164,40 @@ def test_every_section_has_valid_sweep_configs(profile):
     assert all(isinstance(c, SweepConfig) for c in configs.values())
     assert SweepConfig.from_json(configs["exp2"].to_json()) == configs["exp2"]
     assert configs["exp3"].seeds == PROFILES[profile]["seeds"] and not math.isnan(configs["exp4"].lora_alpha)
-    assert SECTIONS == ["exp1", "exp2", "exp3", "exp4", "extended", "spread", "theory", "scaling"]
+    assert SECTIONS == ["exp1", "exp2", "exp3", "exp4", "extended", "spread", "theory", "scaling", "budget"]
     assert set(PROFILES[profile]["sections"]) <= set(SECTIONS)
     for name, config in scaling.configs(profile).items():  # every scan point is a valid sweep on its own base
         assert isinstance(config, SweepConfig) and name.endswith(f"-{config.pretrain_steps}")
+    for claim, (name, config) in zip(("exp2", "exp3"), budget.configs(profile).items()):  # as scaling's, tuned longer
+        pre, tune = PROFILES[profile]["budget"][claim]
+        assert name == f"budget-{claim}-{tune}" and (config.pretrain_steps, config.tune_steps) == (pre, tune)
+        assert config.tasks == getattr(scaling, f"{claim}_config")(profile).tasks
 
 
 def test_quick_sizes_are_the_decide_profiles_except_exp4_and_the_sections():
     q, d = PROFILES["quick"], PROFILES["decide"]
-    assert {k for k in q if q[k] != d[k]} == {"exp4_tune", "sections"} and d["sections"] == ("exp4", "scaling")
+    assert {k for k in q if q[k] != d[k]} == {"exp4_tune", "sections"}
+    assert d["sections"] == ("exp4", "scaling", "budget")
     assert exp1.configs("quick")["exp1"].lr_grid == (1.0, 10.0)  # quick drops the 0.1x rate
 
 
+def exp2_point(own, base, leak=0.0):
+    """Records of one exp 2 scan point: the base on every mixture task, the sort prefixes with `leak` elsewhere."""
+    recs = []
+    for s in range(3):
+        for t in MIX.split(","):
+            recs.append(rec(t, "none", s, base))
+            if t in scaling.SORTS:
+                recs.append(rec(t, "prefix", s, own, cross_exact_match={o: leak for o in MIX.split(",") if o != t}))
+    return recs
+
+
+def exp3_point(comp, new):
+    return [rec(t, m, s, em) for s in range(3) for t, m, em in
+            (("sort_asc+add1", "prefix", comp), ("double_hist", "prefix", new), ("sort_asc+add1", "none", 0.0))]
+
+
 def test_scaling_claims_decide_at_the_longest_pretraining_and_report_every_point():
-    def exp2_point(own, base, leak=0.0):
-        recs = []
-        for s in range(3):
-            for t in MIX.split(","):
-                recs.append(rec(t, "none", s, base))
-                if t in scaling.SORTS:
-                    recs.append(rec(t, "prefix", s, own, cross_exact_match={o: leak for o in MIX.split(",") if o != t}))
-        return recs
-
-    def exp3_point(comp, new):
-        return [rec(t, m, s, em) for s in range(3) for t, m, em in
-                (("sort_asc+add1", "prefix", comp), ("double_hist", "prefix", new), ("sort_asc+add1", "none", 0.0))]
-
     recs = {"scaling-exp2-2000": exp2_point(0.3, 0.05), "scaling-exp2-16000": exp2_point(0.9, 0.3),
             "scaling-exp3-3000": exp3_point(0.1, 0.0), "scaling-exp3-12000": exp3_point(0.7, 0.01)}
     got = scaling.claims(recs, "quick")
@@ -202,3 +210,17 @@ def test_scaling_claims_decide_at_the_longest_pretraining_and_report_every_point
                "scaling-exp3-3000": exp3_point(0.7, 0.0), "scaling-exp3-12000": exp3_point(0.05, 0.0)}
     assert [c.verdict for c in scaling.claims(flipped, "quick")] == [False, False, False]
     assert scaling.claims({}, "quick") == []
+
+
+def test_budget_claims_use_the_scaling_criteria_on_the_longer_tuned_runs():
+    recs = {"budget-exp2-16000": exp2_point(0.9, 0.1), "budget-exp3-12000": exp3_point(0.7, 0.01)}
+    got = budget.claims(recs, "quick")
+    assert [c.verdict for c in got] == [True, True, True]
+    assert got[0].statement == "budget exp2: prefix P=1 for sort_asc on its own task, tuned ≤ 16,000 steps"
+    assert got[0].measured == "90.0 % [90.0, 90.0] (others ≤ 0.0 %)"
+    assert "small-exp2, pretrained 16000 steps" in got[0].protocol and "tuned ≤ 16000 steps" in got[0].protocol
+    assert got[2].measured == "70.0 % [70.0, 70.0] vs 1.0 % [1.0, 1.0]" and "pretrained 6000 steps" in got[2].protocol
+    # a prefix that also solves the other tasks, or a new task as easy as the composition, does not hold
+    bad = {"budget-exp2-16000": exp2_point(0.9, 0.1, leak=0.2), "budget-exp3-12000": exp3_point(0.7, 0.65)}
+    assert [c.verdict for c in budget.claims(bad, "quick")] == [False, False, False]
+    assert budget.claims({}, "quick") == []

@@ -25,7 +25,7 @@ from prefixlab.experiments.report import Report, SectionTiming
 # importing the sweeps (and this list is readable without importing JAX)
 RUNNERS = {"exp1": ("exp1", "run"), "exp2": ("exp2", "run"), "exp3": ("exp3", "run"), "exp4": ("exp3", "run_exp4"),
            "extended": ("extended", "run"), "spread": ("exp3", "run_spread"), "theory": ("theory", "run"),
-           "scaling": ("scaling", "run")}
+           "scaling": ("scaling", "run"), "budget": ("budget", "run")}
 SECTIONS = list(RUNNERS)
 
 
