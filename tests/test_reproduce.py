@@ -11,7 +11,7 @@ from pathlib import Path
 import jax
 import pytest
 
-from prefixlab.experiments import Claim, Report, SectionTiming
+from prefixlab.experiments import PROFILES, Claim, Report, SectionTiming
 from tests.helpers import load_script
 
 REPRODUCE = Path(__file__).resolve().parent.parent / "scripts" / "reproduce.py"
@@ -94,6 +94,18 @@ def test_report_keeps_the_section_order_whichever_lane_finishes_first(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert text.index("exp1 claim") < text.index("exp2 claim") and text.index("exp1 title") < text.index("exp2 title")
     assert "2 sections at a time" in text
+    assert "--profile tiny --sections exp1,exp2 --out" in text  # not the profile's own sections: named
+
+
+def test_report_header_names_the_command_that_ran(tmp_path):
+    one = Report(tmp_path / "a", "decide", order=["budget"], lanes=2)
+    one.write(60.0)
+    text = (tmp_path / "a" / "report.md").read_text()
+    assert "--profile decide --sections budget --out" in text and "at a time" not in text  # one section, one lane
+    whole = Report(tmp_path / "b", "decide", order=list(PROFILES["decide"]["sections"]), lanes=2)
+    whole.write(60.0)
+    text = (tmp_path / "b" / "report.md").read_text()
+    assert "--profile decide --out" in text and "2 sections at a time" in text
 
 
 def test_timing_keeps_each_threads_section_and_the_whole_wall_time(tmp_path):

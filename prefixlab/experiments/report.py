@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from prefixlab.experiments.claims import Claim
+from prefixlab.experiments.profiles import PROFILES
 
 
 class Report:
@@ -73,11 +74,14 @@ class Report:
 
     def write(self, total_s: float):
         cell = lambda text: str(text).replace("|", "\\|")  # a "|" in a cell would end it in the markdown table
-        side = (f", {self.lanes} sections at a time (their wall times overlap)" if self.lanes > 1 else "")
+        lanes = min(self.lanes, len(self.order)) if self.order else self.lanes  # one section runs in one lane
+        side = f", {lanes} sections at a time (their wall times overlap)" if lanes > 1 else ""
+        default = PROFILES.get(self.profile, {}).get("sections")
+        picked = f" --sections {','.join(self.order)}" if self.order and tuple(self.order) != tuple(default or ()) else ""
         with self._lock:
             claims, parts = self.claims, self.parts
         lines = [f"# Reproduction report (profile `{self.profile}`)", "",
-                 f"`python scripts/reproduce.py --profile {self.profile} --out {self.out}` — "
+                 f"`python scripts/reproduce.py --profile {self.profile}{picked} --out {self.out}` — "
                  f"{total_s / 60:.1f} min in all on {platform.machine()} with {os.cpu_count()} cores{side}. "
                  "Numbers: mean over seeds [95 % t-interval].", "",
                  "## Claims", "", "| claim | measured | reference | verdict | protocol |", "|---|---|---|---|---|"]
