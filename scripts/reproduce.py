@@ -3,7 +3,7 @@
 
   python scripts/reproduce.py --profile quick --out runs/repro-quick     # 2-core CPU: 54.6 min (00be878)
   python scripts/reproduce.py --profile paper --out runs/repro-paper     # the papers' sizes: GPU or TPU
-  python scripts/reproduce.py --profile decide --out runs/repro-decide   # the three open claims: exp 4, scaling
+  python scripts/reproduce.py --profile decide --out runs/repro-decide   # the three open claims: exp 4, scaling, budget
   python scripts/reproduce.py --profile quick --sections exp1,theory     # a part
 
 Every section runs in this process (a TPU chip takes one process), on a CPU two at a time in threads (--lanes;
