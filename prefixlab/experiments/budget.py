@@ -86,10 +86,8 @@ def figures(records_by_name: dict, figures_dir) -> list:
 
 
 def run(ctx) -> None:
-    records = {name: ctx.sweep(name, config) for name, config in configs(ctx.profile).items()}
-    ctx.report.add(claims(records, ctx.profile))
-    images = "\n\n".join(f"![{p.stem}]({p.relative_to(ctx.out)})" for p in figures(records, ctx.report.figures))
-    ctx.report.section("Tuning budget: the open claims of exp 2 and exp 3 tuned longer", ctx.timing.so_far(),
-                       "Validation exact match of the selected runs every chunk while tuning (a run that stopped "
-                       "keeps its last value), mean over seeds with its 95 % interval as a band; the verdicts are "
-                       "the test split's at each run's stop.\n\n" + images)
+    scaling.run_sweeps_section(ctx, configs, claims, figures,
+                               "Tuning budget: the open claims of exp 2 and exp 3 tuned longer",
+                               "Validation exact match of the selected runs every chunk while tuning (a run that "
+                               "stopped keeps its last value), mean over seeds with its 95 % interval as a band; the "
+                               "verdicts are the test split's at each run's stop.")

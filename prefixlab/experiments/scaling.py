@@ -133,11 +133,17 @@ def figures(records_by_name: dict, figures_dir) -> list:
     return paths
 
 
+def run_sweeps_section(ctx, configs_of, claims_of, figures_of, title: str, text: str) -> None:
+    """A section made of named sweeps: run them, add claims_of(records by name, profile) to the report, and a section
+    with `text` and the figures figures_of(records by name, figures dir) draws."""
+    records = {name: ctx.sweep(name, config) for name, config in configs_of(ctx.profile).items()}
+    ctx.report.add(claims_of(records, ctx.profile))
+    images = "\n\n".join(f"![{p.stem}]({p.relative_to(ctx.out)})" for p in figures_of(records, ctx.report.figures))
+    ctx.report.section(title, ctx.timing.so_far(), text + "\n\n" + images)
+
+
 def run(ctx) -> None:
-    records = {name: ctx.sweep(name, config) for name, config in configs(ctx.profile).items()}
-    ctx.report.add(claims(records, ctx.profile))
-    images = "\n\n".join(f"![{p.stem}]({p.relative_to(ctx.out)})" for p in figures(records, ctx.report.figures))
-    ctx.report.section("Scaling: where the open claims of exp 2 and exp 3 emerge", ctx.timing.so_far(),
+    run_sweeps_section(ctx, configs, claims, figures, "Scaling: where the open claims of exp 2 and exp 3 emerge",
                        "Each point is one sweep on a base pretrained that many steps (mean over seeds, 95 % "
                        "interval as a band); the stars are the reference's own results, with its larger models "
-                       "and its pretraining.\n\n" + images)
+                       "and its pretraining.")
