@@ -77,6 +77,9 @@ def test_protocol_states_budget_stopping_rule_grid_and_steps_used():
     assert "100 % validation exact match or after 4 validations without a 0.001-nat loss gain" in how
     assert "prefix 0.005; lora 0.0005/0.005/0.05" in how and "3 seeds, 80 test samples" in how
     assert "fixed steps" in C.protocol(dataclasses.replace(config, stopping=False))
+    matched = dataclasses.replace(config, methods=("prefix",), match_params=True, tune_lr={"prefix": (5e-3,),
+                                                                                       "lora": (1e-2,)})
+    assert "lr prefix 0.005; lora 0.01," in C.protocol(matched)  # exp 4's LoRA comes from --match-params
 
 
 def exp2_records(own=0.9, leak=0.0, seeds=2, inits=("normal", "sample_vocab")):

@@ -92,6 +92,8 @@ def protocol(config, records=()) -> str:
     stop = (f"stopped at 100 % validation exact match or after {rule.patience} validations without a "
             f"{rule.tol:g}-nat loss gain" if rule else "fixed steps")
     tuned = [m for m in config.methods if m not in ("none", "prompt")]
+    if config.match_params and "lora" not in tuned:  # the matched LoRA runs without being in `methods`
+        tuned.append("lora")
     lrs = "; ".join(f"{m} {'/'.join(f'{v:g}' for v in config.learning_rates(m))}" for m in tuned)
     used = [r["steps_used"] for r in matching(records) if r.get("method") not in ("none", "prompt")
             and r.get("steps_used") is not None]
