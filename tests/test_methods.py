@@ -23,12 +23,13 @@ def run(method, trainable, base, valid_P):
     return model(tokens(7), ctx)
 
 
-def test_lora_at_init_is_bit_identical_to_the_base():
+def test_lora_at_init_equals_the_base():
     base = base_state()
     lora = LoRA(rank=2, targets=("q", "k", "v", "o", "fc", "proj"))
     tr = lora.init(jax.random.key(1), CFG, base, 0)
     assert len(jax.tree.leaves(tr)) == 2 * 6 * CFG.n_layer
-    np.testing.assert_array_equal(run(lora, tr, base, jnp.ones(0, bool)), tiny_model(0)(tokens(7)))
+    # to float32 rounding, not bitwise: eager and compiled programs round differently on some CPUs (4e-8 on AVX-512)
+    np.testing.assert_allclose(run(lora, tr, base, jnp.ones(0, bool)), tiny_model(0)(tokens(7)), rtol=0, atol=1e-6)
 
 
 def test_lora_changes_logits_once_b_is_nonzero():
