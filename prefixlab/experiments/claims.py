@@ -91,9 +91,8 @@ def protocol(config, records=()) -> str:
     rule = config.stop_rule
     stop = (f"stopped at 100 % validation exact match or after {rule.patience} validations without a "
             f"{rule.tol:g}-nat loss gain" if rule else "fixed steps")
-    tuned = [m for m in config.methods if m not in ("none", "prompt")]
-    if config.match_params and "lora" not in tuned:  # the matched LoRA runs without being in `methods`
-        tuned.append("lora")
+    # the groups the sweep runs, so a --match-params LoRA counts though it is not in `methods`
+    tuned = [m for m in dict.fromkeys(g.name for g in config.method_groups()) if m not in ("none", "prompt")]
     lrs = "; ".join(f"{m} {'/'.join(f'{v:g}' for v in config.learning_rates(m))}" for m in tuned)
     used = [r["steps_used"] for r in matching(records) if r.get("method") not in ("none", "prompt")
             and r.get("steps_used") is not None]
