@@ -46,6 +46,34 @@ def matmul_peak(sizes=(1024, 2048, 4096), reps=5):
     return best
 
 
+def _matmul_rate(M, K, N, dtype, reps=5, rounds=3):
+    """GFLOP/s of one jitted (M, K) @ (K, N) product with f32 accumulation, best of `rounds`."""
+    a, b = jnp.ones((M, K), dtype), jnp.ones((K, N), dtype)
+    f = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
+    f(a, b).block_until_ready()
+    best = float("inf")
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for _ in range(reps):
+            f(a, b).block_until_ready()
+        best = min(best, (time.perf_counter() - t) / reps)
+    return 2 * M * K * N / best / 1e9
+
+
+def matmul_peak_at_shapes(name, dtype="float32", batch=64, seq=SEQ):
+    """The rate the step's Linear matmuls could reach: each forward shape of a block ((B*S, D) times qkv, o, fc,
+    proj) timed alone in `dtype`, combined as the FLOP-weighted harmonic mean (= total FLOPs / total time).
+    Returns {"gflops": that rate, "shapes": [[M, K, N, GFLOP/s], ...]}."""
+    cfg = preset(name)
+    M, D = batch * seq, cfg.d_model
+    widths = (D, *cfg.hidden, D)
+    shapes = [(M, D, 3 * cfg.n_head * cfg.hd), (M, cfg.n_head * cfg.hd, D), *((M, a, b) for a, b in zip(widths[:-1], widths[1:]))]
+    rates = [_matmul_rate(*s, jnp.dtype(dtype)) for s in shapes]
+    flops = [2 * m * k * n for m, k, n in shapes]
+    return {"gflops": sum(flops) / sum(f / r for f, r in zip(flops, rates)),
+            "shapes": [[*s, round(r, 1)] for s, r in zip(shapes, rates)]}
+
+
 def timed_training(loss_fn, trainable_R, frozen, run_data_R, key_R, steps, chunk, run_batch=None):
     """Seconds for `steps` steps, not counting a first chunk that compiles the program."""
     lr_R = jnp.full((key_R.shape[0],), 5e-4)
@@ -157,11 +185,13 @@ def bench_lanes(lanes=(1, 2, 3), steps=500, chunk=250, name="small-exp3", seeds=
     return rows
 
 
-def same_day_reference(python: str, steps: int) -> dict:
-    """ms/step of the reference's PyTorch step per model, from scripts/bench_reference.py run by `python`."""
+def same_day_reference(python: str, steps: int, eval_samples: int = 0) -> dict:
+    """The reference's PyTorch figures from scripts/bench_reference.py run by `python`: {"ms_per_step": {model:
+    ms, model@bfloat16: ms under bf16 autocast}, "eval_s": {...} when eval_samples}."""
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "reference.json"
-        cmd = [python, str(REFERENCE_SCRIPT), "--steps", str(steps), "--out", str(out)]
+        cmd = [python, str(REFERENCE_SCRIPT), "--steps", str(steps), "--dtypes", "float32,bfloat16",
+               "--eval-samples", str(eval_samples), "--out", str(out)]
         try:
             r = subprocess.run(cmd, capture_output=True, text=True)
         except OSError as e:
@@ -169,4 +199,25 @@ def same_day_reference(python: str, steps: int) -> dict:
         if r.returncode:
             last = (r.stderr.strip().splitlines() or ["(no message)"])[-1]
             raise BenchmarkError(f"bench.py: error: the reference benchmark failed: {last}")
-        return json.loads(out.read_text())["ms_per_step"]
+        return json.loads(out.read_text())
+
+
+MATRIX_FEATURES = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2", "fma")
+
+
+def cpu_features(path="/proc/cpuinfo") -> list[str]:
+    """Which of MATRIX_FEATURES the CPU reports (decides whether bf16 matmuls can beat f32 on a CPU)."""
+    try:
+        flags = next((ln.split(":", 1)[1].split() for ln in open(path) if ln.startswith("flags")), [])
+    except OSError:
+        return []
+    return [f for f in MATRIX_FEATURES if f in flags]
+
+
+def cpu_model(path="/proc/cpuinfo") -> str:
+    import platform
+
+    try:
+        return next((ln.split(":", 1)[1].strip() for ln in open(path) if ln.startswith("model name")), "")
+    except OSError:
+        return platform.processor() or platform.machine()

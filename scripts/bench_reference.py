@@ -75,11 +75,14 @@ def build(torch, n_layer, n_head, d):
                 if name.endswith("c_proj.weight"):
                     nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * n_layer))
 
-        def forward(self, idx, targets):
+        def logits(self, idx):
             x = self.drop(self.wte(idx) + self.wpe(torch.arange(idx.size(1)).unsqueeze(0)))
             for block in self.h:
                 x = block(x)
-            logits = self.lm_head(self.ln_f(x))
+            return self.lm_head(self.ln_f(x))
+
+        def forward(self, idx, targets):
+            logits = self.logits(idx).float()
             return F.cross_entropy(logits.view(-1, VOCAB), targets.view(-1), ignore_index=-1)
 
     model = GPT()
@@ -90,7 +93,14 @@ def build(torch, n_layer, n_head, d):
     return model, opt
 
 
-def ms_per_step(torch, name, steps, warmup=20):
+def _autocast(torch, dtype):
+    """bf16 autocast on the CPU (the reference's own code runs f32; this is the fair low-precision comparison)."""
+    import contextlib
+
+    return torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bfloat16" else contextlib.nullcontext()
+
+
+def ms_per_step(torch, name, steps, warmup=20, dtype="float32"):
     torch.manual_seed(0)
     model, opt = build(torch, *SIZES[name])
     model.train()
@@ -99,7 +109,8 @@ def ms_per_step(torch, name, steps, warmup=20):
     y[:, :, :FIRST_TARGET] = -1
 
     def step(i):
-        loss = model(x[i], y[i])
+        with _autocast(torch, dtype):
+            loss = model(x[i], y[i])
         model.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -113,12 +124,32 @@ def ms_per_step(torch, name, steps, warmup=20):
     return 1e3 * (time.perf_counter() - t) / steps
 
 
+def eval_seconds(torch, name, samples, batch=800, dtype="float32"):
+    """Greedy decoding of `samples` test inputs as minGPT's generate does it: no key/value cache, the whole
+    sequence recomputed for every new token (FIRST_TARGET + 1 prompt tokens, SEQ - FIRST_TARGET new ones)."""
+    torch.manual_seed(0)
+    model, _ = build(torch, *SIZES[name])
+    model.eval()
+    prompts = torch.randint(0, 8, (samples, FIRST_TARGET + 1))
+    t = time.perf_counter()
+    with torch.no_grad(), _autocast(torch, dtype):
+        for i in range(0, samples, batch):
+            idx = prompts[i:i + batch]
+            for _ in range(SEQ - FIRST_TARGET):
+                idx = torch.cat([idx, model.logits(idx)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return time.perf_counter() - t
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="paper-exp1,paper-exp3", help="comma list of %s" % ", ".join(SIZES))
     p.add_argument("--steps", type=int, default=300, help="timed steps for paper-exp1; paper-exp3 times a fifth "
                    "(default: %(default)s)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s, the 2-core machine)")
+    p.add_argument("--dtypes", default="float32", help="comma list: float32 (the reference as published) and/or "
+                   "bfloat16 (under torch.autocast on the CPU) (default: %(default)s)")
+    p.add_argument("--eval-samples", type=int, default=0, help="also time greedy decoding of this many samples on "
+                   "paper-exp3, as minGPT's generate does it (default: %(default)s, skip)")
     p.add_argument("--out", help="also write the figures as JSON here")
     a = p.parse_args(argv)
     names = [n.strip() for n in a.models.split(",")]
@@ -126,15 +157,24 @@ def main(argv=None):
         p.error(f"unknown model {bad[0]!r}; valid: {', '.join(SIZES)}")
     if a.steps < 5:
         p.error("--steps must be at least 5")
+    dtypes = [d.strip() for d in a.dtypes.split(",")]
+    if bad := [d for d in dtypes if d not in ("float32", "bfloat16")]:
+        p.error(f"unknown dtype {bad[0]!r}; valid: float32, bfloat16")
     try:
         import torch
     except ImportError:
         sys.exit("bench_reference.py: error: needs PyTorch (pip install torch); prefixlab itself does not use it")
     torch.set_num_threads(a.threads)
-    res = {"torch": torch.__version__, "threads": a.threads, "batch": BATCH, "ms_per_step": {}}
-    for n in names:
-        res["ms_per_step"][n] = ms_per_step(torch, n, a.steps if n == "paper-exp1" else max(5, a.steps // 5))
-        print(f"reference PyTorch step {n}: {res['ms_per_step'][n]:.2f} ms/step", flush=True)
+    res = {"torch": torch.__version__, "threads": a.threads, "batch": BATCH, "ms_per_step": {}, "eval_s": {}}
+    for dtype in dtypes:
+        tag = "" if dtype == "float32" else f"@{dtype}"  # float32 keys stay the plain model names
+        for n in names:
+            ms = ms_per_step(torch, n, a.steps if n == "paper-exp1" else max(5, a.steps // 5), dtype=dtype)
+            res["ms_per_step"][n + tag] = ms
+            print(f"reference PyTorch step {n} {dtype}: {ms:.2f} ms/step", flush=True)
+        if a.eval_samples:
+            res["eval_s"][f"paper-exp3{tag}"] = s = eval_seconds(torch, "paper-exp3", a.eval_samples, dtype=dtype)
+            print(f"reference greedy decoding of {a.eval_samples} samples on paper-exp3 {dtype}: {s:.1f} s", flush=True)
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
