@@ -77,6 +77,10 @@ def main(argv=None):
            "reference": REFERENCE}
     print(f"machine: {res['machine']['cpu']} ({dev.platform}); matrix features: "
           f"{', '.join(res['machine']['cpu_features']) or 'none of ' + ', '.join(MATRIX_FEATURES)}")
+    ref_runs = []
+    if a.reference_python and "pretrain" not in skip:  # first, so a reference that cannot run fails fast
+        ref_runs.append(same_day_reference(a.reference_python, a.steps,
+                                           eval_samples=0 if "eval" in skip else a.eval_samples))
     res["matmul_peak_gflops"] = matmul_peak()
     print(f"dense f32 matmul peak: {res['matmul_peak_gflops']:.0f} GFLOP/s ({dev.platform}, {dev.device_kind})")
     res["matmul_peak_at_shapes"] = {}
@@ -86,11 +90,10 @@ def main(argv=None):
             print(f"  {name} {dtype} at the step's own matmul shapes: {r['gflops']:.0f} GFLOP/s "
                   f"({', '.join(f'{m}x{k}x{n} {g:.0f}' for m, k, n, g in r['shapes'])})", flush=True)
     if "pretrain" not in skip:
-        res["pretrain"], ref_runs = [], []
+        res["pretrain"] = []
         for rnd in range(a.rounds):
-            if a.reference_python:  # brackets every round: before it, and once more after the last
-                ref_runs.append(same_day_reference(a.reference_python, a.steps, eval_samples=(
-                    a.eval_samples if rnd == 0 and "eval" not in skip else 0)))
+            if a.reference_python and rnd:  # brackets every round: before it, and once more after the last
+                ref_runs.append(same_day_reference(a.reference_python, a.steps))
             for name in ("paper-exp1", "paper-exp3"):
                 steps = a.steps if name == "paper-exp1" else max(a.chunk, a.steps // 5 // a.chunk * a.chunk)
                 for dtype in DTYPES:
