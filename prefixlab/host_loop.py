@@ -152,7 +152,7 @@ def train_chunks(chunk_fn: Callable, trainable, opt_state, inputs: tuple, steps:
             losses[-1] = to_host(losses_U)  # the one host sync per chunk
             done += size
             if stopping is not None:
-                stopping.after_chunk(done, trainable)
+                stopping.after_chunk(done, trainable, losses[-1])
             for cb in callbacks:
                 cb.after_chunk(done, size, trainable, opt_state, losses, time.perf_counter() - t_chunk)
     except KeyboardInterrupt:
@@ -162,7 +162,7 @@ def train_chunks(chunk_fn: Callable, trainable, opt_state, inputs: tuple, steps:
         losses = [to_host(x) for x in losses]
         done = start + sum(x.shape[-1] for x in losses[given:])
         if stopping is not None and stopping.evaluated_at != done:
-            stopping.after_chunk(done, trainable)  # as an unbroken run would have, before saving
+            stopping.after_chunk(done, trainable, losses[-1])  # as an unbroken run would have, before saving
         for cb in savers:
             cb.on_interrupt(done, trainable, opt_state, losses)
         raise

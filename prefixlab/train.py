@@ -27,13 +27,36 @@ from prefixlab.tasks import FIRST_TARGET, Batch, Mixture
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with the reference defaults (minGPT): betas (0.9, 0.95), decay 0.1 on matrices, clip 1.0."""
+    """AdamW with the reference defaults (minGPT): betas (0.9, 0.95), decay 0.1 on matrices, clip 1.0.
+    decay_all: weight decay on every trained tensor, not only Linear kernels; clip_per_tensor: each tensor's
+    gradient clipped to norm `clip` on its own, not the global norm (the reference's tuning trainers, below)."""
 
     lr: float = 5e-4
     b1: float = 0.9
     b2: float = 0.95
     weight_decay: float = 0.1
     clip: float = 1.0
+    decay_all: bool = False
+    clip_per_tensor: bool = False
+
+
+# The reference's tuning optimizer (minGPT/mingpt/trainer.py, PrefixTrainer and LoRATrainer): torch's AdamW with
+# its default weight decay 0.01 on the tuned tensors and clip_grad_norm_ called on each tensor (lora_A, lora_B,
+# the prefix) by itself.
+REFERENCE_TUNING = OptimConfig(weight_decay=0.01, decay_all=True, clip_per_tensor=True)
+
+
+def clip_each_tensor(max_norm: float) -> optax.GradientTransformation:
+    """Scales every gradient leaf to norm <= max_norm on its own, as torch.nn.utils.clip_grad_norm_ on one tensor
+    does (coefficient max_norm / (norm + 1e-6), capped at 1)."""
+
+    def update(updates, state, params=None):
+        def clip(g):
+            coef = max_norm / (jnp.sqrt(jnp.sum(jnp.square(g.astype(jnp.float32)))) + 1e-6)
+            return g * jnp.minimum(coef, 1.0).astype(g.dtype)
+        return jax.tree.map(clip, updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 def _is_matrix_kernel(path, leaf) -> bool:
@@ -44,10 +67,10 @@ def make_optimizer(oc: OptimConfig) -> optax.GradientTransformation:
     """Clipped AdamW at unit learning rate; `run_training` scales the updates by each run's own learning
     rate, which is exactly AdamW at that rate (optax applies -lr to the update, weight decay included), so
     runs with different learning rates share one compiled program. Weight decay only on Linear kernels
-    (not biases, LayerNorm, embeddings or context parameters)."""
-    mask = lambda params: jax.tree_util.tree_map_with_path(_is_matrix_kernel, params)
+    (not biases, LayerNorm, embeddings or context parameters) unless `decay_all`."""
+    mask = None if oc.decay_all else (lambda params: jax.tree_util.tree_map_with_path(_is_matrix_kernel, params))
     return optax.chain(
-        optax.clip_by_global_norm(oc.clip),
+        clip_each_tensor(oc.clip) if oc.clip_per_tensor else optax.clip_by_global_norm(oc.clip),
         optax.adamw(1.0, b1=oc.b1, b2=oc.b2, weight_decay=oc.weight_decay, mask=mask),
     )
 
@@ -140,7 +163,7 @@ def run_training(
         bar.close()
     if stopping is not None:
         trainable_R = stopping.finish(losses.shape[-1])
-        for name in ("stop_step", "reason", "curve_loss", "curve_exact"):  # without the padding runs
+        for name in ("stop_step", "reason", "falling_at_stop", *RUN_AXIS_OFFSET):  # without the padding runs
             axis = layout.run_axis + RUN_AXIS_OFFSET.get(name, 0)
             setattr(stopping, name, np.take(getattr(stopping, name), np.arange(R), axis))
     trainable_R, losses = layout.unplace(trainable_R, losses, R)

@@ -112,3 +112,53 @@ def test_resume_continues_the_rule_where_it_was(tmp_path):
 def test_bad_rules_are_refused():
     with pytest.raises(ValueError, match="patience"):
         StopRule(patience=0)
+    with pytest.raises(ValueError, match="min_fraction"):
+        StopRule(min_fraction=1.5)
+
+
+# A learning curve with a long plateau and a late drop, the shape of the reference's LoRA on double_hist (a
+# ~4,000-step plateau, then a drop at 5-6k of 10,000 steps), scaled to 40 validations of 5 steps each.
+PLATEAU_THEN_DROP = [2.0, 1.6] + [1.5 + 1e-4 * (i % 2) for i in range(18)] + [1.2, 0.8, 0.4, 0.2] + [0.2] * 16
+
+
+def _transition_run(rule):
+    v = Scripted([[x] * R for x in PLATEAU_THEN_DROP], [[0.0] * R])
+    (_, _, _), stopping = train(v, steps=5 * len(PLATEAU_THEN_DROP), rule=rule)
+    return stopping
+
+
+def test_the_first_rule_stops_right_before_a_delayed_transition():
+    stopping = _transition_run(StopRule(patience=4, tol=1e-3))  # the rule as it was first written
+    assert stopping.stop_step.tolist() == [35] * R and stopping.best_loss.tolist() == [1.5] * R
+
+
+def test_the_transition_safe_rule_trains_through_the_plateau():
+    from prefixlab.stopping import TRANSITION_SAFE
+
+    stopping = _transition_run(TRANSITION_SAFE)
+    assert (stopping.best_loss <= 0.2 + 1e-6).all()  # it saw the drop
+    assert (stopping.stop_step > 5 * 24).all()
+
+
+def test_falling_tells_a_trend_from_noise():
+    from prefixlab.stopping import falling
+
+    noise = 0.01 * np.random.default_rng(0).standard_normal((8, 1000))  # 1,000 runs, 8 chunk means each
+    slow_fall = np.linspace(1.0, 0.9, 8)[:, None] + noise  # 0.1 nats over the window, noise 0.01
+    flat = 1.0 + noise
+    assert falling(slow_fall, tol=1e-3).all()
+    assert falling(flat, tol=1e-3).mean() < 0.1  # a one-sided 2-standard-error test: ~5 % false alarms
+    assert not falling(slow_fall, tol=0.5).any()  # falling, but by less than the tolerance
+    assert not falling(slow_fall[:2], tol=1e-3).any()  # too few points to tell
+
+
+def test_no_plateau_stop_while_the_training_loss_still_falls():
+    rule = StopRule(patience=2, tol=1e-3, trend=True)
+    stopping = EarlyStopping(rule, lambda *a: (np.full((2,), 1.0, np.float32), np.zeros((2,), np.float32)))
+    stopping.start({"w": jnp.zeros((2, 3))}, None, None, (2,), n_evals=10)
+    for k in range(6):  # validation flat; run 0's training loss falls, run 1's is flat
+        stopping.after_chunk(5 * (k + 1), {"w": jnp.zeros((2, 3))}, np.array([[1.0 - 0.05 * k] * 5, [1.0] * 5]))
+    assert stopping.active.tolist() == [True, False]
+    assert stopping.falling_now.tolist() == [1, 0] and stopping.falling_at_stop.tolist() == [0, 0]
+    stopping.finish(30)
+    assert stopping.falling_at_stop.tolist() == [1, 0]  # run 0 reached the budget still falling

@@ -111,3 +111,23 @@ def test_pretraining_with_stopping_ends_each_seeds_curve_at_its_stop():
     fixed = pretrain_config(CFG, MIX, 40, 16, OptimConfig())
     stopped = pretrain_config(CFG, MIX, 40, 16, OptimConfig(), StopRule(patience=2), 512)
     assert "stopping" not in fixed and stopped["stopping"] == {"patience": 2, "tol": 1e-3, "val_samples": 512}
+
+
+def test_reference_tuning_optimizer_clips_each_tensor_and_decays_every_tensor():
+    """One step of REFERENCE_TUNING against AdamW written out (torch's per-tensor clip_grad_norm_, decay 0.01 on
+    every tensor): the first Adam step moves each element by -lr * (sign of its clipped gradient + decay * p)."""
+    from prefixlab.train import REFERENCE_TUNING, make_optimizer
+
+    params = {"prefix": jnp.full((2, 2), 0.5), "lora_B": jnp.full((3,), -2.0)}
+    grads = {"prefix": jnp.full((2, 2), 1.5), "lora_B": jnp.array([0.0, 0.3, -0.4])}  # norms 3.0 and 0.5
+    opt = make_optimizer(REFERENCE_TUNING)
+    updates, _ = opt.update(grads, opt.init(params), params)
+    clipped = {"prefix": grads["prefix"] / (3.0 + 1e-6), "lora_B": grads["lora_B"]}  # only the first is over 1
+    for k in params:
+        g = clipped[k]
+        adam = g / (jnp.abs(g) + 1e-8)  # m_hat / (sqrt(v_hat) + eps) after one step
+        np.testing.assert_allclose(updates[k], -(adam + 0.01 * params[k]), rtol=1e-5, atol=1e-6)
+    # the default clips by the global norm (3.04) and decays only Linear kernels (neither leaf here)
+    default = make_optimizer(OptimConfig(weight_decay=0.01))
+    glob, _ = default.update(grads, default.init(params), params)
+    np.testing.assert_allclose(glob["lora_B"], -grads["lora_B"] / (jnp.abs(grads["lora_B"]) + 1e-8 * 3.04), rtol=1e-4)
