@@ -19,6 +19,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from prefixlab import checkpoint as ckpt
+from prefixlab import schema as S
 from prefixlab.config import ModelConfig
 from prefixlab.methods import RunData, get_method, method_from_settings
 from prefixlab.model import Context, Transformer, abstract_model
@@ -41,6 +42,9 @@ class Run:
     base_E: object  # base parameters stacked over seeds
 
     def base(self, seed: int):
+        if seed not in self.seeds:
+            raise ValueError(f"{self.out}: no base for seed {seed} (bases: seeds {self.seeds}; a base whose "
+                             "pretraining diverged is not kept)")
         return jax.tree.map(lambda x: x[self.seeds.index(seed)], self.base_E)
 
     def base_model(self, seed: int) -> Transformer:
@@ -64,7 +68,8 @@ class Run:
         base seed's model with its method; of
         the runs matching context_len and lr, the one selected on validation."""
         d = self._group_dir(task, tag)
-        meta = ckpt.read_meta(d)
+        meta = ckpt.checked(ckpt.read_meta(d), {"runs": S.list_of(S.OBJECT), "seeds": S.list_of(S.INT)},
+                            d / "meta.json")
         runs = [RunSpec(**r) for r in meta["runs"]]
         pick = [i for i, r in enumerate(runs) if (context_len is None or r.context_len == context_len)
                 and (lr is None or r.lr == lr)]
@@ -109,15 +114,48 @@ def _legacy_method(tag: str, config: dict):
     return get_method(name)
 
 
-def load_run(out) -> Run:
-    """A finished (or partly finished) sweep directory: its config and its pretrained bases."""
-    out = Path(out)
-    stored = json.loads((out / "config.json").read_text())
+_MODEL_CONFIG_KINDS = {
+    **dict.fromkeys(("vocab_size", "block_size", "n_layer", "n_head", "d_model"), S.INT),
+    "head_dim": S.optional(S.INT), "mlp_hidden": S.optional(S.list_of(S.INT)), "attn_scale": S.optional(S.NUMBER),
+    "dropout": S.NUMBER, "activation": S.STR, "dtype": S.STR, "compute_dtype": S.optional(S.STR),
+    **dict.fromkeys(("ln_attn", "ln_mlp", "ln_final", "residual_attn", "residual_mlp", "causal", "pos_emb",
+                     "head_bias"), S.BOOL)}
+
+
+def _read_config(path: Path) -> tuple[dict, dict]:
+    """(the sweep's fields, the model configuration) of a run directory's config.json, checked by key and type:
+    a damaged file is a ValueError naming it and the field."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise S.SchemaError(f"{path}: missing or not JSON ({e})") from None
+    S.check({"model_config": S.OBJECT}, stored, str(path))
     config = stored.get("sweep", stored)  # the SweepConfig's fields (flat in run directories before the library)
-    cfg = config_from_dict(stored["model_config"])
-    seeds = list(range(config["seeds"]))
+    S.check({"seeds": S.COUNT, "pretrain_steps": S.COUNT}, config, str(path))
+    model = stored["model_config"]
+    unknown = sorted(set(model) - set(_MODEL_CONFIG_KINDS))
+    if unknown:
+        raise S.SchemaError(f"{path}: model_config has unknown field(s) {unknown}")
+    S.check(_MODEL_CONFIG_KINDS, model, f"{path}, model_config", optional_keys=tuple(_MODEL_CONFIG_KINDS))
+    return config, model
+
+
+def load_run(out) -> Run:
+    """A finished (or partly finished) sweep directory: its config and its pretrained bases. Reads only. A seed
+    without a base checkpoint (one whose pretraining diverged: nothing non-finite is kept) is left out of
+    `Run.seeds`."""
+    out = Path(out)
+    config, model = _read_config(out / "config.json")
+    try:
+        cfg = config_from_dict(model)
+    except (TypeError, ValueError) as e:
+        raise S.SchemaError(f"{out / 'config.json'}, model_config: {e}") from None
     _, abstract = abstract_model(cfg)
     like = {"params": abstract, "losses": jax.ShapeDtypeStruct((config["pretrain_steps"],), jnp.float32)}
+    seeds = [s for s in range(config["seeds"]) if ckpt.exists(out / "ckpt" / "base" / f"seed-{s}")]
+    if not seeds:
+        raise ckpt.CheckpointError(f"{out / 'ckpt' / 'base'}: no base checkpoint (the sweep has not pretrained one, "
+                                   "or every base diverged)")
     bases = [ckpt.restore(out / "ckpt" / "base" / f"seed-{s}", like)["params"] for s in seeds]
     return Run(out, config, cfg, seeds, jax.tree.map(lambda *xs: jnp.stack(xs), *bases))
 

@@ -21,11 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from prefixlab import checkpoint as ckpt
+from prefixlab import schema as S
 from prefixlab.config import ModelConfig
 from prefixlab.evaluate import DEFAULT_VAL_SAMPLES, base_builder, make_validator
 from prefixlab.locks import PidLock
 from prefixlab.model import abstract_model
-from prefixlab.processes import agree, is_multi, is_writer
+from prefixlab.processes import agree, is_multi, is_writer, to_host
+from prefixlab.safe_paths import inside, remove
 from prefixlab.stopping import STOP_REASONS, EarlyStopping
 from prefixlab.tasks import Mixture
 from prefixlab.train import OptimConfig, pretrain
@@ -68,34 +70,36 @@ def load_or_pretrain(cache: Path, cfg: ModelConfig, mixture: Mixture, seeds: lis
     Returns (graphdef, params_E, losses_EU (NaN after a seed's stop), wall_E (pretraining seconds per seed), cached
     seeds, steps_used_E)."""
     config = pretrain_config(cfg, mixture, steps, batch_size, optim, stop_rule, val_samples)
-    root = base_dir(cache, config)
+    entry = base_dir(cache, config).name
+    at = lambda name: inside(cache, f"{entry}/{name}", "base cache")  # nothing outside the cache root
+    root = at("train.lock").parent
     graphdef, abstract = abstract_model(cfg)
     like = {"params": abstract, "losses": jax.ShapeDtypeStruct((steps,), jnp.float32)}
     root.mkdir(parents=True, exist_ok=True)
     # one trainer per cache entry: a second sweep that needs these bases waits, then restores them
     waiting = lambda pid: log(f"base cache {root}: process {pid} is training these bases; waiting for it")
     writer = is_writer()
-    with PidLock(root / "train.lock", wait=True, on_wait=waiting) if writer else contextlib.nullcontext():
-        stored, missing = {}, []
+    with PidLock(at("train.lock"), wait=True, on_wait=waiting) if writer else contextlib.nullcontext():
+        stored, missing, diverged = {}, [], []
+        if writer:
+            for s in seeds:
+                ckpt.recover(at(f"seed-{s}"))
         # with several processes, process 0 decides which bases exist (they all train the rest together)
-        present = agree([ckpt.exists(root / f"seed-{s}") if writer else False for s in seeds])
+        present = agree([ckpt.exists(at(f"seed-{s}")) if writer else False for s in seeds])
         for s, here in zip(seeds, present):
-            d = root / f"seed-{s}"
             if here:
-                tree = ckpt.restore(d, like, expect={"config": config}, hint=f"remove {d} to retrain that base")
-                meta = ckpt.read_meta(d)
-                stored[s] = (tree["params"], np.asarray(tree["losses"]), meta["wall_s"], meta.get("steps_used", steps))
+                stored[s] = _restore(at(f"seed-{s}"), like, config, steps)
             else:
                 missing.append(s)
         if stored:
             log(f"base cache {root}: seeds {sorted(stored)} restored, not retrained")
         if missing:
             if writer:
-                ckpt.write_json_atomic(root / "config.json", config)
+                ckpt.write_json_atomic(at("config.json"), config)
             # one state file for the missing seeds together: they train in one program (several processes keep
             # no chunk state: they would have to restore it together)
             resume = (None if is_multi() else
-                      ckpt.ChunkCheckpoint(root / f"seed-{'-'.join(map(str, missing))}.partial", save_every_s))
+                      ckpt.ChunkCheckpoint(at(f"seed-{'-'.join(map(str, missing))}.partial"), save_every_s))
             stopping = (None if stop_rule is None else
                         EarlyStopping(stop_rule, make_validator(base_builder(graphdef), mixture, val_samples)))
             _, params_E, losses_EU, wall = pretrain(cfg, mixture, missing, steps, batch_size, optim, chunk, progress,
@@ -105,24 +109,49 @@ def load_or_pretrain(cache: Path, cfg: ModelConfig, mixture: Mixture, seeds: lis
                 used = steps if stopping is None else int(stopping.stop_step[i])
                 stop = {} if stopping is None else {"steps_used": used,
                                                     "stop_reason": STOP_REASONS[int(stopping.reason[i])]}
-                if writer:
-                    ckpt.save(root / f"seed-{s}", {"params": params, "losses": losses_EU[i]},
+                if not is_finite(params, losses_EU[i, :used]):
+                    diverged.append(s)  # never cached: a later sweep trains it again (and it diverges again)
+                elif writer:
+                    ckpt.save(at(f"seed-{s}"), {"params": params, "losses": losses_EU[i]},
                               {"kind": "pretrained base", "config": config, "seed": s, "wall_s": wall / len(missing),
                                **stop})
                 stored[s] = (params, losses_EU[i], wall / len(missing), used)
             if resume is not None:
                 resume.clear()
-            log(f"base cache {root}: seeds {missing} pretrained and stored")
+            good = [s for s in missing if s not in diverged]
+            log(f"base cache {root}: " + (f"seeds {good} pretrained and stored" if good else "")
+                + ("; " if good and diverged else "")
+                + (f"seeds {diverged} diverged (non-finite loss or parameters): not cached, their rows are "
+                   "marked diverged" if diverged else ""))
     if copy_to is not None:
         for s in seeds:
-            dst = Path(copy_to) / f"seed-{s}"
-            if not _intact(dst):
-                shutil.rmtree(dst, ignore_errors=True)
-                shutil.copytree(root / f"seed-{s}", dst)
+            dst = inside(copy_to, f"seed-{s}")
+            if s not in diverged and not _intact(dst):
+                remove(dst)
+                shutil.copytree(at(f"seed-{s}"), dst)
     params_E = jax.tree.map(lambda *xs: jnp.stack(xs), *[stored[s][0] for s in seeds])
     losses_EU = np.stack([stored[s][1] for s in seeds])
     return (graphdef, params_E, losses_EU, np.array([stored[s][2] for s in seeds]), sorted(set(seeds) - set(missing)),
             np.array([stored[s][3] for s in seeds]))
+
+
+def is_finite(params, losses_U) -> bool:
+    """Whether a base's parameters and its losses (up to its stop) are all finite: what may be cached as good."""
+    leaves = jax.tree.leaves(to_host(params))
+    return bool(np.isfinite(np.asarray(losses_U)).all()) and all(bool(np.isfinite(x).all()) for x in leaves)
+
+
+def _restore(d: Path, like, config: dict, steps: int) -> tuple:
+    """(params, losses, wall_s, steps_used) of a cached base, refused in one line unless it is finite."""
+    hint = f"remove {d} to retrain that base"
+    tree = ckpt.restore(d, like, expect={"config": config}, hint=hint)
+    meta = ckpt.checked(ckpt.read_meta(d), {"wall_s": S.FINITE, "steps_used": S.COUNT}, d / "meta.json",
+                        optional_keys=("steps_used",))
+    used = meta.get("steps_used", steps)
+    losses = np.asarray(tree["losses"])
+    if not is_finite(tree["params"], losses[:used]):
+        raise ckpt.CheckpointError(f"{d}: cached base is not finite (NaN or inf in its parameters or losses); {hint}")
+    return tree["params"], losses, meta["wall_s"], used
 
 
 def _intact(directory: Path) -> bool:

@@ -14,15 +14,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from prefixlab import schema as S
 from prefixlab.processes import checkpointer_options, is_multi, to_host
+from prefixlab.safe_paths import remove, replace_bytes
 
 FORMAT = 2  # 2: meta.json holds the arrays' checksums
 
@@ -36,57 +36,43 @@ def _abstract(tree):
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    """Writes `obj` as JSON to a temporary file with a unique name beside `path`, then renames it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Writes `obj` as JSON to a new file beside `path`, then renames it into place (a link there is replaced)."""
+    replace_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
-def _recover(directory: Path) -> None:
-    """Finishes a replacement that a kill interrupted (see `save`)."""
+def recover(directory: Path) -> None:
+    """Finishes a replacement that a kill interrupted (see `save`). Only writers call it: readers read."""
+    directory = Path(directory)
     if (directory / "meta.json").is_file():
         return
     for spare in (directory.with_name(directory.name + ".saving"), directory.with_name(directory.name + ".old")):
         if (spare / "meta.json").is_file():
-            if directory.exists():
-                shutil.rmtree(directory)
+            remove(directory)
             os.rename(spare, directory)
             return
 
 
 def exists(directory: Path) -> bool:
-    directory = Path(directory)
-    _recover(directory)
-    return (directory / "meta.json").is_file()
+    """Whether `directory` holds a finished save (a `recover`able one counts as absent until recovered)."""
+    return (Path(directory) / "meta.json").is_file()
 
 
 def save(directory: Path, tree, meta: dict) -> None:
     """Saves `tree` (a pytree of arrays) and `meta` (JSON-able) to `directory`. An existing checkpoint there is
     replaced only once the new one is complete, so a kill at any moment leaves one readable checkpoint."""
-    directory = Path(directory).resolve()
+    directory = Path(directory).parent.resolve() / Path(directory).name  # absolute; a link there is not followed
     fresh, old = directory.with_name(directory.name + ".saving"), directory.with_name(directory.name + ".old")
     for d in (fresh, old):
-        if d.exists():
-            shutil.rmtree(d)
+        remove(d)
     fresh.mkdir(parents=True)
     with ocp.StandardCheckpointer(**checkpointer_options()) as ckptr:
         ckptr.save(fresh / "arrays", to_host(tree) if is_multi() else tree)  # Orbax takes no process-local jax.Array there
         ckptr.wait_until_finished()
     write_json_atomic(fresh / "meta.json", {"format": FORMAT, "files": file_checksums(fresh / "arrays"), **meta})
-    if directory.exists():
+    if directory.exists() or directory.is_symlink():
         os.rename(directory, old)
     os.rename(fresh, directory)
-    if old.exists():
-        shutil.rmtree(old)
+    remove(old)
 
 
 def read_meta(directory: Path) -> dict:
@@ -95,10 +81,20 @@ def read_meta(directory: Path) -> dict:
         meta = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{path}: unreadable checkpoint description ({e})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: a JSON object expected, got {S.type_name(meta)}")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: checkpoint format {meta.get('format')!r}, this prefixlab reads {FORMAT} "
                               "(format 1 had no checksums: remove the directory to recompute it)")
-    return meta
+    return checked(meta, {"files": S.object_of(S.STR)}, path)
+
+
+def checked(meta: dict, fields: dict, path, optional_keys=()) -> dict:
+    """`meta` if it holds `fields` of their kinds (schema.check), else CheckpointError naming the field."""
+    try:
+        return S.check(fields, meta, str(path), optional_keys)
+    except S.SchemaError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def file_checksums(root: Path) -> dict:
@@ -165,9 +161,11 @@ class ChunkCheckpoint:
     def load(self, trainable, opt_state, extra=None):
         """(trainable, opt_state, steps done, losses (..., done), extra) from the last save, or None. extra: a tree
         like the one saved with it (say the stopping state), or None."""
+        recover(self.directory)
         if not exists(self.directory):
             return None
-        meta = read_meta(self.directory)
+        meta = checked(read_meta(self.directory), {"done": S.COUNT, "losses_shape": S.list_of(S.COUNT)},
+                       self.directory / "meta.json")
         if (extra is None) != (not meta.get("extra", False)):
             raise CheckpointError(f"{self.directory}: saved {'with' if meta.get('extra') else 'without'} a stopping "
                                   "state, resumed the other way: continue it with the settings it started with")
@@ -189,5 +187,4 @@ class ChunkCheckpoint:
     def clear(self) -> None:
         for d in (self.directory, self.directory.with_name(self.directory.name + ".saving"),
                   self.directory.with_name(self.directory.name + ".old")):
-            if d.exists():
-                shutil.rmtree(d)
+            remove(d)

@@ -15,6 +15,7 @@ EVAL_KEY_SEED = 20240101  # one fixed test sample set for every method and run
 DEFAULT_EVAL_SAMPLES = 3200
 VAL_KEY_SEED = 20240102  # one fixed validation set
 DEFAULT_VAL_SAMPLES = 512
+EVAL_BATCH = 800  # test samples decoded at a time (memory grows with it, not with the samples)
 
 
 def sample_test_split(mixture: Mixture, n: int, seed: int = EVAL_KEY_SEED):
@@ -31,7 +32,7 @@ def score(preds_BN, targets_BN, valid_B):
     return (correct_BN.all(axis=1) * w_B).sum() / n, (correct_BN.mean(axis=1) * w_B).sum() / n
 
 
-def make_evaluator(build, mixture: Mixture, n: int = DEFAULT_EVAL_SAMPLES, batch: int = 800,
+def make_evaluator(build, mixture: Mixture, n: int = DEFAULT_EVAL_SAMPLES, batch: int = EVAL_BATCH,
                    seed: int = EVAL_KEY_SEED, per_base: bool = False, cache_key=None):
     """A fn(trainable_R, frozen, run_data_R) -> (exact_R, token_acc_R) on the same n test samples for every
     run. `build(trainable, frozen, run_data) -> (model, context)` assembles one run (see `Method.build`);

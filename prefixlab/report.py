@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import math
 import textwrap
 from collections import defaultdict
 from pathlib import Path
 
 from prefixlab.results import is_tuned, lr_text, method_label, steps_text, summarize, write_csv
+from prefixlab.safe_paths import real_dir, replace_bytes
 
 PLOTS = ("accuracy_vs_length.png", "loss_curves.png", "accuracy_vs_params.png")
 
@@ -379,23 +381,31 @@ def validation_series(records: list[dict], label_of) -> dict:
     return out
 
 
+def save_figure(fig, path: Path, **kwargs) -> None:
+    """fig.savefig into a new file renamed over `path`: a link there is replaced, never written through."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", **kwargs)
+    replace_bytes(path, buffer.getvalue())
+
+
 def _plots(records: list[dict], plot_dir: Path) -> list[Path]:
     """Writes the plots that have data; one without data is not written, and an old file of it is removed."""
     import matplotlib.pyplot as plt
 
-    plot_dir.mkdir(parents=True, exist_ok=True)
+    real_dir(plot_dir)  # a link there is replaced by a folder, so no plot lands where it points
     figs = figures(records)
     for name in set(PLOTS) - set(figs):
         (plot_dir / name).unlink(missing_ok=True)
     for name, fig in figs.items():
-        fig.savefig(plot_dir / name, dpi=110)
+        save_figure(fig, plot_dir / name, dpi=110)
         plt.close(fig)
     return [plot_dir / name for name in figs]
 
 
 def write_report(out: Path, records: list[dict]) -> list[Path]:
-    """Writes results.csv, summary.md and plots/ for a run directory; returns the files written."""
+    """Writes results.csv, summary.md and plots/ for a run directory, each as a new file (a link at any of them is
+    replaced, never written through); returns the files written."""
     out = Path(out)
     write_csv(out / "results.csv", records)
-    (out / "summary.md").write_text(summary_markdown(records))
+    replace_bytes(out / "summary.md", summary_markdown(records).encode())
     return [out / "results.csv", out / "summary.md", *_plots(records, out / "plots")]

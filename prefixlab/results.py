@@ -3,63 +3,109 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
-import os
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from prefixlab import schema as S
+from prefixlab.safe_paths import append_bytes, replace_bytes
+
 GROUP_KEYS = ("task", "method", "init", "context_len", "lora_rank", "lora_targets")
 
 
 def append_jsonl(path: Path, records: dict | list[dict]) -> None:
-    """Appends records (one line each) in a single write + fsync, so a kill leaves no torn group behind."""
+    """Appends records (one line each) in a single write + fsync, so a kill leaves no torn group behind; never
+    through a link, and a full disk leaves none of them (safe_paths.append_bytes)."""
     records = [records] if isinstance(records, dict) else records
-    data = "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in records).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_bytes(path, "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in records).encode())
 
 
-# what summaries, tables and plots read from every record
+# what summaries, tables and plots read from every record, and of what kind
 REQUIRED_FIELDS = ("task", "method", "context_len", "lora_rank", "lr", "steps", "trainable_params", "exact_match",
                    "token_accuracy", "wall_s")
+RECORD_KINDS = {"task": S.STR, "method": S.STR, "context_len": S.optional(S.INT), "lora_rank": S.optional(S.INT),
+                "lr": S.optional(S.NUMBER), "steps": S.optional(S.INT), "trainable_params": S.INT,
+                "exact_match": S.optional(S.NUMBER), "token_accuracy": S.optional(S.NUMBER),
+                "wall_s": S.optional(S.NUMBER),
+                # optional: older run directories lack some
+                "group": S.STR, "seed": S.INT, "selected": S.BOOL, "status": S.STR, "steps_used": S.optional(S.INT),
+                "init": S.optional(S.STR), "lora_targets": S.optional(S.STR),
+                "cross_exact_match": S.object_of(S.optional(S.NUMBER)), "loss_curve": S.list_of(S.optional(S.NUMBER))}
+OPTIONAL_FIELDS = tuple(k for k in RECORD_KINDS if k not in REQUIRED_FIELDS)
+
+
+def check_record(record, where: str, need_group: bool = False) -> dict:
+    """`record` if it has REQUIRED_FIELDS (and `group`, for resume) of the right kinds, else ValueError naming
+    `where` (file and line) and the field."""
+    if not isinstance(record, dict):
+        raise S.SchemaError(f"{where}: a {type(record).__name__}, not a record object")
+    missing = [k for k in REQUIRED_FIELDS + (("group",) if need_group else ()) if k not in record]
+    if missing:
+        raise S.SchemaError(f"{where}: record without {', '.join(missing)}")
+    return S.check(RECORD_KINDS, record, where, OPTIONAL_FIELDS)
 
 
 def check_records(records: list, path) -> None:
     """Raises ValueError naming the first line of `path` that is not a record object with REQUIRED_FIELDS."""
     for i, r in enumerate(records, 1):
-        if not isinstance(r, dict):
-            raise ValueError(f"{path}, line {i}: a {type(r).__name__}, not a record object")
-        missing = [k for k in REQUIRED_FIELDS if k not in r]
-        if missing:
-            raise ValueError(f"{path}, line {i}: record without {', '.join(missing)}")
+        check_record(r, f"{path}, line {i}")
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+def _lines(data: bytes):
+    """(line number, text) of each non-blank line."""
+    for i, line in enumerate(data.split(b"\n"), 1):
+        if line.strip():
+            yield i, line.decode("utf-8", errors="replace")
 
 
-def read_jsonl_repairing(path: Path, log=print) -> list[dict]:
-    """Reads the records; a torn last line (a kill inside a write) is cut off the file, with a message."""
+def read_jsonl(path: Path, warn=None, check: bool = False, need_group: bool = False) -> list[dict]:
+    """The JSON lines of `path`, only read. A line that is not JSON (torn, garbage): with `warn`, warn(message naming
+    its line) and skip it; without, ValueError naming it. check: each must be a record (check_record, with a
+    `group` if need_group), else ValueError naming its line and field."""
+    out = []
+    for i, line in _lines(Path(path).read_bytes()):
+        try:
+            r = json.loads(line)
+        except ValueError as e:
+            message = f"{path}, line {i}: not JSON ({e.msg})"
+            if warn is None:
+                raise S.SchemaError(message) from None
+            warn(message + "; line skipped")
+            continue
+        out.append(check_record(r, f"{path}, line {i}", need_group) if check else r)
+    return out
+
+
+def read_jsonl_repairing(path: Path, log=print, check: bool = False) -> list[dict]:
+    """Resume's reading of results.jsonl: a torn last line (a kill inside a write: no newline, not JSON) is cut off
+    the file, with a message; any other damage (a line that is not JSON; with `check`, a record without its fields
+    or its group) is a ValueError naming the line, with the file unchanged."""
     data = Path(path).read_bytes()
     keep = data.rfind(b"\n") + 1
     tail = data[keep:]
+    torn = False
     if tail.strip():
         try:
             json.loads(tail)
             keep = len(data)  # a whole last record without its newline
         except ValueError:
-            log(f"{path}: removed a torn last line ({len(tail)} bytes) left by an interrupted write")
-            with open(path, "r+b") as f:
-                f.truncate(keep)
-    return [json.loads(line) for line in data[:keep].decode().splitlines() if line.strip()]
+            torn = True
+    records = []
+    for i, line in _lines(data[:keep]):
+        try:
+            r = json.loads(line)
+        except ValueError as e:
+            raise S.SchemaError(f"{path}, line {i}: not JSON ({e.msg}); a damaged file: restore it or remove that "
+                                "line") from None
+        records.append(check_record(r, f"{path}, line {i}", need_group=True) if check else r)
+    if torn:
+        log(f"{path}: removed a torn last line ({len(tail)} bytes) left by an interrupted write")
+        replace_bytes(path, data[:keep])  # a new file: a link there is replaced, not written through
+    return records
 
 
 def loss_curve(losses_U, points: int = 100) -> list[float]:
@@ -99,10 +145,12 @@ def _csv_row(record: dict) -> dict:
 
 
 def write_csv(path: Path, records: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        w.writeheader()
-        w.writerows(_csv_row(r) for r in records)
+    """results.csv, replacing the file (or a link) at `path`, never writing through it."""
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+    w.writeheader()
+    w.writerows(_csv_row(r) for r in records)
+    replace_bytes(path, text.getvalue().encode())
 
 
 # two-sided 95 % Student-t quantiles by degrees of freedom (no scipy for a dozen numbers)

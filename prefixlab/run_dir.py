@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import threading
 from collections import Counter
 from pathlib import Path
@@ -15,8 +14,10 @@ from pathlib import Path
 import jax
 
 from prefixlab import checkpoint as ckpt
+from prefixlab import schema as S
 from prefixlab.locks import LockHeld, PidLock
 from prefixlab.results import read_jsonl_repairing
+from prefixlab.safe_paths import UnsafePath, check_entry, inside, make_dirs, remove, replace_bytes, unmake
 from prefixlab.sweep_config import CONFIG_VERSION, SweepConfig, SweepError, load_config
 
 MANIFEST = "manifest.json"
@@ -40,18 +41,21 @@ def lock(run_dir: Path):
 
 
 class Manifest:
-    """manifest.json: {"groups": {group: {"records": n, "checkpoint": bool}}, "written": [paths relative to the
-    run directory]}. A group is complete when the manifest lists it, its n records are all in results.jsonl and
-    its checkpoint (if it has one) is intact."""
+    """manifest.json: {"groups": {group: {"records": n, "checkpoint": bool, "config_hash": hash}}, "written": [paths
+    relative to the run directory]}. A group is complete when the manifest lists it, its n records are all in
+    results.jsonl and its checkpoint (if it has one) is intact; config_hash names the configuration it ran under.
+    A manifest is input like any file of a run directory: it is checked by key, type and path when read, so a damaged
+    or crafted one is refused in one line before anything is deleted."""
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / MANIFEST
         self.data = {"groups": {}, "written": list(TOP_FILES)}
         if self.path.is_file():
             try:
-                self.data = json.loads(self.path.read_text())
-            except ValueError as e:
-                raise SweepError(f"{self.path}: unreadable manifest ({e})", "out") from None
+                self.data = _checked_manifest(json.loads(self.path.read_text()), self.path)
+            except (ValueError, UnsafePath) as e:  # json's, schema's and path errors
+                text = str(e) if str(e).startswith(str(self.path)) else f"{self.path}: unreadable manifest ({e})"
+                raise SweepError(text, "out") from None
 
     def save(self):
         ckpt.write_json_atomic(self.path, self.data)
@@ -61,21 +65,51 @@ class Manifest:
             self.data["written"].append(relative)
             self.save()
 
-    def group_done(self, group: str, n_records: int, checkpoint: bool):
-        self.data["groups"][group] = {"records": n_records, "checkpoint": checkpoint}
+    def group_done(self, group: str, n_records: int, checkpoint: bool, config_hash: str):
+        self.data["groups"][group] = {"records": n_records, "checkpoint": checkpoint, "config_hash": config_hash}
         self.save()
+
+
+GROUP_ENTRY = {"records": S.COUNT, "checkpoint": S.BOOL, "config_hash": S.STR}
+
+
+def _checked_manifest(data, path: Path) -> dict:
+    S.check({"groups": S.OBJECT, "written": S.list_of(S.STR)}, data, str(path))
+    for group, entry in data["groups"].items():
+        check_entry(group, f"{path}, groups")
+        S.check(GROUP_ENTRY, entry, f"{path}, group {group}", optional_keys=("config_hash",))  # older: no hash
+    for entry in data["written"]:
+        check_entry(entry, f"{path}, written")
+    return data
+
+
+def config_hash(config: SweepConfig) -> str:
+    """What a finished group ran under: every field but where state lives (cache_dir) and which grid shard ran it."""
+    return ckpt.content_hash({k: v for k, v in config.to_dict().items() if k not in ("cache_dir", "grid_shard")})
+
+
+def start_dirs(paths: dict) -> list[Path]:
+    """Creates each {field: directory} that is missing and checks that files can be written in it; returns the
+    folders it created. On a refusal (SweepError naming the field) the folders it created are removed again."""
+    created = []
+    try:
+        for field, path in paths.items():
+            try:
+                created += make_dirs(path)
+                probe = Path(path) / f".write-test-{os.getpid()}-{threading.get_ident()}"  # threads: lanes
+                os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                os.unlink(probe)
+            except OSError as e:
+                raise SweepError(f"{field} {path} is not a writable directory ({e.strerror or e})", field) from None
+    except BaseException:
+        unmake(created)
+        raise
+    return created
 
 
 def check_writable(path: Path, field: str) -> None:
     """Creates `path` as a directory if needed and checks that files can be written in it, or raises SweepError."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{os.getpid()}-{threading.get_ident()}"  # threads: lanes
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise SweepError(f"{field} {path} is not a writable directory ({e.strerror or e})", field) from None
+    start_dirs({field: path})
 
 
 def output_file_problem(path) -> str | None:
@@ -94,7 +128,9 @@ def output_file_problem(path) -> str | None:
 
 
 def open_run_dir(config: SweepConfig | None, run_dir: Path, resume: bool, force: bool) -> SweepConfig:
-    """Checks the run directory against the request before anything is computed; returns the config to run."""
+    """Checks the run directory against the request before anything is computed or changed (its config.json,
+    manifest.json and results.jsonl by schema, every path the manifest names, the configuration its finished
+    groups ran under); returns the config to run."""
     if resume and force:
         raise SweepError("resume and force exclude each other")
     if resume:
@@ -104,6 +140,15 @@ def open_run_dir(config: SweepConfig | None, run_dir: Path, resume: bool, force:
             if diff:
                 raise SweepError(f"cannot resume {run_dir}: {', '.join(diff)} differ from its config.json",
                                  diff[0])
+        groups = Manifest(run_dir).data["groups"]
+        for g, e in groups.items():
+            if e["checkpoint"]:
+                group_dir(run_dir, g)  # refused here if it leads outside, before anything changes
+        stale = [g for g, e in groups.items() if e.get("config_hash", config_hash(stored)) != config_hash(stored)]
+        if stale:
+            raise SweepError(f"cannot resume {run_dir}: its config.json is not the configuration group {stale[0]} "
+                             "finished under (edited?); put the old one back, or run the sweep into a new directory",
+                             "out")
         return stored
     if config is None:
         raise SweepError("run_sweep needs a config (or resume=True to use the run directory's own)")
@@ -116,23 +161,39 @@ def open_run_dir(config: SweepConfig | None, run_dir: Path, resume: bool, force:
         if not (run_dir / MANIFEST).is_file():
             raise SweepError(f"{run_dir} is not a prefixlab run directory (no {MANIFEST}); force replaces only "
                              "a sweep's own files: remove it yourself or choose another directory", "out")
+        sweep_files(run_dir)  # every entry checked before anything is deleted
     return config.resolved()
 
 
+def sweep_files(run_dir: Path) -> list[Path]:
+    """What the manifest says a sweep wrote, with the spares a kill can leave beside each, every one confined to
+    the run directory; a manifest entry that leads outside it, or names it, is a SweepError naming the entry."""
+    manifest = Manifest(run_dir)
+    try:
+        paths = [inside(run_dir, rel, str(manifest.path)) for rel in manifest.data["written"]]
+    except UnsafePath as e:
+        raise SweepError(f"{manifest.path}: {e}; nothing was deleted", "out") from None
+    return [p.with_name(p.name + s) for p in paths for s in ("", ".partial", ".saving", ".old")]
+
+
 def remove_sweep_files(run_dir: Path) -> None:
-    """Removes what the manifest says a sweep wrote (links themselves, never their targets), then empty folders."""
-    for rel in Manifest(run_dir).data["written"]:
-        base = run_dir / rel
-        for path in (base, *(base.with_name(base.name + s) for s in (".partial", ".saving", ".old"))):
-            if path.is_symlink() or path.is_file():
-                path.unlink()
-            elif path.is_dir():
-                shutil.rmtree(path)
+    """Removes what the manifest says a sweep wrote (links themselves, never their targets), then empty folders.
+    Every entry is checked first (sweep_files): one that leads outside the run directory deletes nothing."""
+    for path in sweep_files(run_dir):
+        remove(path)
     ckpt_dir = run_dir / "ckpt"
     if ckpt_dir.is_dir() and not ckpt_dir.is_symlink():
         for d in [*sorted((p for p in ckpt_dir.iterdir() if p.is_dir() and not p.is_symlink())), ckpt_dir]:
             if not any(d.iterdir()):
                 d.rmdir()
+
+
+def group_dir(run_dir: Path, group: str) -> Path:
+    """ckpt/<group>, confined to the run directory."""
+    try:
+        return inside(run_dir, f"ckpt/{group}")
+    except UnsafePath as e:
+        raise SweepError(str(e), "out") from None
 
 
 def complete_groups(run_dir: Path, records: list[dict], report) -> set[str]:
@@ -144,11 +205,11 @@ def complete_groups(run_dir: Path, records: list[dict], report) -> set[str]:
         if counts.get(group) != entry["records"]:
             continue
         if entry["checkpoint"]:
-            group_dir = run_dir / "ckpt" / group
+            d = group_dir(run_dir, group)
             try:
-                if not ckpt.exists(group_dir):
-                    raise ckpt.CheckpointError(f"{group_dir}: checkpoint missing")
-                ckpt.verify(group_dir)
+                if not ckpt.exists(d):
+                    raise ckpt.CheckpointError(f"{d}: checkpoint missing")
+                ckpt.verify(d)
             except ckpt.CheckpointError as e:
                 report(str(e), group)
                 continue
@@ -159,19 +220,25 @@ def complete_groups(run_dir: Path, records: list[dict], report) -> set[str]:
 def done_groups(run_dir: Path, log) -> set[str]:
     """Groups whose records are all in results.jsonl, as the manifest counts them, and whose checkpoint is intact.
     Records of any other group (a torn line, a group cut short, a damaged checkpoint) are dropped from
-    results.jsonl, so that group runs again and nothing is doubled."""
+    results.jsonl, so that group runs again and nothing is doubled. A damaged results.jsonl (a line that is not
+    JSON before the last, a record of the wrong shape) is a SweepError naming the line, with nothing changed."""
     results = run_dir / "results.jsonl"
-    records = read_jsonl_repairing(results, log) if results.exists() else []
     manifest = Manifest(run_dir)
+    checkpoints = [group_dir(run_dir, g) for g, e in manifest.data["groups"].items() if e["checkpoint"]]
+    try:
+        records = read_jsonl_repairing(results, log, check=True) if results.exists() else []
+    except ValueError as e:
+        raise SweepError(f"cannot resume: {e}", "out") from None
+    for d in checkpoints:
+        ckpt.recover(d)  # a save a kill interrupted
     done = complete_groups(run_dir, records, lambda problem, group: log(f"{problem}; group {group} runs again"))
     keep = [r for r in records if r["group"] in done]
-    if len(keep) < len(records):
+    if len(keep) < len(records) or results.is_symlink():  # a link is replaced by the records, never written through
         dropped = sorted({r["group"] for r in records} - done)
-        log(f"{results}: {len(records) - len(keep)} record(s) of unfinished group(s) {', '.join(dropped)} "
-            "removed; they run again")
-        tmp = results.with_name(results.name + ".rewrite")
-        tmp.write_text("".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in keep))
-        os.replace(tmp, results)
+        if dropped:
+            log(f"{results}: {len(records) - len(keep)} record(s) of unfinished group(s) {', '.join(dropped)} "
+                "removed; they run again")
+        replace_bytes(results, "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in keep).encode())
     for group in set(manifest.data["groups"]) - done:
         del manifest.data["groups"][group]
     manifest.save()

@@ -19,7 +19,9 @@ from pathlib import Path
 
 from prefixlab.report import write_report
 from prefixlab.results import append_jsonl, read_jsonl
-from prefixlab.run_dir import Manifest, complete_groups, lock, open_run_dir, remove_sweep_files, write_config
+from prefixlab.run_dir import (Manifest, complete_groups, config_hash, lock, open_run_dir, remove_sweep_files,
+                               write_config)
+from prefixlab.safe_paths import inside, remove
 from prefixlab.sweep_config import SweepConfig, SweepError, group_name, load_config
 
 SHARD_NAME = re.compile(r"shard-(\d+)-of-(\d+)$")
@@ -49,8 +51,19 @@ def slice_env(environ=os.environ) -> tuple[int, int] | None:
         raise SweepError("SLURM_ARRAY_TASK_ID / _COUNT / _MIN are not integers", "grid_shard") from None
 
 
-def _check_shards(shard_dirs) -> tuple[SweepConfig, dict[int, Path]]:
-    """The unsharded config and {i: directory}, after checking that the shards are one sweep's N finished parts."""
+def _shard_records(d: Path, log) -> list[dict]:
+    """A shard's records, only read: a line that is not JSON is a warning naming it, and skipped (its group then
+    counts as unfinished); a record of the wrong shape is a SweepError naming its line."""
+    path = Path(d) / "results.jsonl"
+    try:
+        return read_jsonl(path, warn=lambda m: log(f"warning: {m}"), check=True, need_group=True) if path.exists() else []
+    except ValueError as e:
+        raise SweepError(str(e), "out") from None
+
+
+def _check_shards(shard_dirs, log) -> tuple[SweepConfig, dict[int, Path], dict[Path, list[dict]]]:
+    """The unsharded config, {i: directory} and each shard's records, after checking that the shards are one sweep's
+    N finished parts. Reads only."""
     configs = {Path(d): load_config(d) for d in shard_dirs}
     unsharded = None
     by_index: dict[int, Path] = {}
@@ -69,27 +82,34 @@ def _check_shards(shard_dirs) -> tuple[SweepConfig, dict[int, Path]]:
     missing = sorted(set(range(n)) - set(by_index))
     if missing:
         raise SweepError(f"shard(s) {', '.join(f'{i}/{n}' for i in missing)} missing; merge needs all {n}", "out")
+    records = {d: _shard_records(d, log) for d in by_index.values()}
     for i, d in by_index.items():
         expected = {group_name(*g) for g in configs[d].groups()}
         problems = []
-        done = complete_groups(d, read_jsonl(d / "results.jsonl") if (d / "results.jsonl").exists() else [],
-                               lambda problem, group: problems.append(problem))
+        done = complete_groups(d, records[d], lambda problem, group: problems.append(problem))
         if done != expected:
             raise SweepError(f"shard {i}/{n} ({d}) is unfinished: {len(done & expected)} of {len(expected)} groups "
                              f"done{' (' + problems[0] + ')' if problems else ''}; finish it with "
                              f"scripts/sweep.py --resume --out {d}", "out")
-    return unsharded, by_index
+    return unsharded, by_index, records
+
+
+def _copy_in(source: Path, out: Path, entry: str) -> None:
+    """Copies a shard's folder to out/entry, confined to `out` (whatever was there, a link included, goes first)."""
+    dst = inside(out, entry)
+    remove(dst)
+    shutil.copytree(source, dst)
 
 
 def merge_shards(shard_dirs, out, *, force: bool = False, log=print) -> list[dict]:
     """Writes the run directory `out` of the unsharded sweep from its N finished shards; returns its records.
     Shards are only read. Raises SweepError naming what is missing or inconsistent."""
     out = Path(out)
-    config, by_index = _check_shards(shard_dirs)
+    config, by_index, shard_records = _check_shards(shard_dirs, log)
     config = open_run_dir(config, out, resume=False, force=force)
     records_of = {}
     for d in by_index.values():
-        for r in read_jsonl(d / "results.jsonl"):
+        for r in shard_records[d]:
             records_of.setdefault(r["group"], []).append(r)
     out.mkdir(parents=True, exist_ok=True)
     with lock(out):
@@ -98,16 +118,16 @@ def merge_shards(shard_dirs, out, *, force: bool = False, log=print) -> list[dic
         manifest = Manifest(out)
         manifest.save()
         write_config(config, out)
-        shutil.copytree(by_index[0] / "ckpt" / "base", out / "ckpt" / "base")
+        _copy_in(by_index[0] / "ckpt" / "base", out, "ckpt/base")
         entries = {g: (d, e) for d in by_index.values() for g, e in Manifest(d).data["groups"].items()}
         for group in (group_name(*g) for g in config.groups()):
             source, entry = entries[group]
             has_checkpoint = entry["checkpoint"]
             if has_checkpoint:
                 manifest.wrote(f"ckpt/{group}")
-                shutil.copytree(source / "ckpt" / group, out / "ckpt" / group)
+                _copy_in(source / "ckpt" / group, out, f"ckpt/{group}")
             append_jsonl(out / "results.jsonl", records_of[group])
-            manifest.group_done(group, len(records_of[group]), has_checkpoint)
+            manifest.group_done(group, len(records_of[group]), has_checkpoint, config_hash(config))
         records = read_jsonl(out / "results.jsonl")
         write_report(out, records)
     log(f"merged {len(by_index)} shards: {len(records)} results in {out / 'results.jsonl'}; summary.md, "

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,14 +22,16 @@ import jax
 import numpy as np
 
 from prefixlab import checkpoint as ckpt
-from prefixlab.bases import load_or_pretrain
+from prefixlab.bases import base_dir, is_finite, load_or_pretrain, pretrain_config
 from prefixlab.methods import MATCH_TOLERANCE, method_settings
 from prefixlab.model import count_params
 from prefixlab.processes import agree, is_multi, is_writer
 from prefixlab.report import write_report
 from prefixlab.results import append_jsonl, format_table, loss_curve, read_jsonl
 from prefixlab.selection import mark_selected, selected
-from prefixlab.run_dir import Manifest, check_writable, done_groups, lock, open_run_dir, remove_sweep_files, write_config
+from prefixlab.run_dir import (Manifest, config_hash, done_groups, group_dir, lock, open_run_dir, remove_sweep_files,
+                               start_dirs, write_config)
+from prefixlab.safe_paths import inside, real_dir, unmake
 from prefixlab.sweep_config import LR_DEFAULTS, SweepConfig, SweepError, group_name, load_config
 from prefixlab.train import OptimConfig, final_loss
 from prefixlab.tune import group_runs, tune_group
@@ -41,28 +45,79 @@ def run_sweep(config: SweepConfig | None, run_dir, *, resume: bool = False, forc
     resume: continue `run_dir` from its config.json (finished groups are kept, an unfinished one continues from
     its last saved chunk); a `config` given with it must equal the stored one. force: delete an earlier sweep's
     files in `run_dir` first. save_every: seconds between saves of the training state. Multi-host: every process
-    computes, process 0 writes. Raises SweepError (bad request) or checkpoint.CheckpointError (unreadable state)."""
+    computes, process 0 writes. Raises SweepError (bad request or damaged run directory, before anything changes;
+    a refused start leaves no folder behind), checkpoint.CheckpointError (unreadable state) or OSError (a full or
+    read-only disk while running: what finished is kept, and resume continues exactly)."""
+    _check_arguments(config, run_dir, resume, force, progress, save_every, log)
     run_dir = Path(run_dir)
     if not is_writer():
         return _follow(config, run_dir, resume, save_every)
-    with contextlib.ExitStack() as held:
-        try:
-            config = open_run_dir(config, run_dir, resume, force)
-            check_writable(Path(config.cache_dir), "cache_dir")
-            check_writable(run_dir, "out")
-            held.enter_context(lock(run_dir))
-            if force:
-                remove_sweep_files(run_dir)
-            done = done_groups(run_dir, log) if resume else set()
-            manifest = Manifest(run_dir)
-            manifest.save()
-            write_config(config, run_dir)
-        except BaseException:
-            agree([False])  # the other processes stop too
-            raise
-        agree([True])
-        agree([group_name(*g) in done for g in config.groups()])
-        return _sweep(config, run_dir, manifest, done, resume, progress, save_every, log)
+    created = []
+    try:
+        with contextlib.ExitStack() as held:
+            try:
+                config = open_run_dir(config, run_dir, resume, force)
+                _check_memory(config)
+                cache = Path(config.cache_dir)
+                created = start_dirs({"cache_dir": cache, "out": run_dir})
+                entry = base_dir(cache, pretrain_config(**_base_settings(config)))
+                if entry.exists() or entry.is_symlink():  # one entry of a writable cache may not be writable
+                    inside(cache, f"{entry.name}/train.lock", "base cache")
+                    start_dirs({"cache_dir": entry})
+                held.enter_context(lock(run_dir))
+                if force:
+                    remove_sweep_files(run_dir)
+                done = done_groups(run_dir, log) if resume else set()
+                manifest = Manifest(run_dir)
+                manifest.save()
+                write_config(config, run_dir)
+            except BaseException:
+                agree([False])  # the other processes stop too
+                raise
+            agree([True])
+            agree([group_name(*g) in done for g in config.groups()])
+            return _sweep(config, run_dir, manifest, done, resume, progress, save_every, log)
+    except BaseException:
+        unmake(created)  # folders this call made that are still empty
+        raise
+
+
+def _check_arguments(config, run_dir, resume, force, progress, save_every, log) -> None:
+    """The Python API's arguments by type, before anything runs (a SweepError naming the argument)."""
+    checks = [("config", config is None or isinstance(config, SweepConfig), "a SweepConfig or None"),
+              ("run_dir", isinstance(run_dir, (str, os.PathLike)) and str(run_dir) != "", "a path"),
+              *((name, isinstance(v, bool), "True or False")
+                for name, v in (("resume", resume), ("force", force), ("progress", progress))),
+              ("save_every", isinstance(save_every, (int, float)) and not isinstance(save_every, bool)
+               and math.isfinite(save_every) and save_every >= 0, "a finite number >= 0"),
+              ("log", callable(log), "callable")]
+    for name, ok, expected in checks:
+        if not ok:
+            value = {"config": config, "run_dir": run_dir, "resume": resume, "force": force, "progress": progress,
+                     "save_every": save_every, "log": log}[name]
+            raise SweepError(f"run_sweep: {name} must be {expected}, got {value!r}", name)
+
+
+def machine_memory() -> int | None:
+    """Bytes a group's program can hold here: the host's memory on a CPU, the first device's limit on an
+    accelerator (None where the runtime does not say)."""
+    if jax.default_backend() == "cpu":
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    stats = jax.devices()[0].memory_stats() or {}
+    return stats.get("bytes_limit")
+
+
+def _check_memory(config: SweepConfig) -> None:
+    limit = machine_memory()
+    if limit:
+        config.check_fits(limit, f"this machine's {limit / 2**30:,.1f} GiB")
+
+
+def _base_settings(config: SweepConfig) -> dict:
+    """What decides the bases (the cache key), as bases.load_or_pretrain and bases.pretrain_config take it."""
+    return dict(cfg=config.model_config, mixture=config.pretrain_mix, steps=config.pretrain_steps,
+                batch_size=config.batch_size, optim=OptimConfig(lr=config.lr), stop_rule=config.pretrain_stop_rule,
+                val_samples=config.val_samples)
 
 
 def _follow(config, run_dir, resume, save_every):
@@ -92,17 +147,20 @@ def _sweep(config, run_dir, manifest, done_groups, resume, progress, save_every,
 
     t0 = time.perf_counter()
     _, base_E, losses_EU, wall_E, cached, pre_used_E = load_or_pretrain(
-        Path(config.cache_dir), cfg, config.pretrain_mix, seeds, config.pretrain_steps, config.batch_size,
-        OptimConfig(lr=config.lr), config.chunk, progress, save_every, log,
-        copy_to=run_dir / "ckpt" / "base" if writer else None,
-        stop_rule=config.pretrain_stop_rule, val_samples=config.val_samples)
+        Path(config.cache_dir), seeds=seeds, chunk=config.chunk, progress=progress, save_every_s=save_every,
+        log=log, copy_to=real_dir(inside(run_dir, "ckpt/base")) if writer else None, **_base_settings(config))
     pre_loss_E = np.array([final_loss(losses_EU[e, :pre_used_E[e]]) for e in range(len(seeds))])
+    diverged_E = np.array([not is_finite(jax.tree.map(lambda x: x[e], base_E), losses_EU[e, :pre_used_E[e]])
+                           for e in range(len(seeds))])
     n_model = count_params(jax.tree.map(lambda x: x[0], base_E))
     steps_text = (f"{config.pretrain_steps} steps" if (pre_used_E == config.pretrain_steps).all() else
                   f"{', '.join(map(str, pre_used_E))} of {config.pretrain_steps} steps (stopped at convergence)")
     log(f"bases on {config.pretrain_mix.spec}: {steps_text}, final loss {pre_loss_E.mean():.4f}, "
-        f"pretraining {wall_E.sum():.1f} s" + (f" (earlier, seeds {cached} from the cache)" if cached else ""))
-    base = dict(pre_loss_E=pre_loss_E, losses_EU=losses_EU, wall_E=wall_E, n_model=n_model, used_E=pre_used_E)
+        f"pretraining {wall_E.sum():.1f} s" + (f" (earlier, seeds {cached} from the cache)" if cached else "")
+        + (f"; seeds {np.flatnonzero(diverged_E).tolist()} diverged: every row on them is marked diverged"
+           if diverged_E.any() else ""))
+    base = dict(pre_loss_E=pre_loss_E, losses_EU=losses_EU, wall_E=wall_E, n_model=n_model, used_E=pre_used_E,
+                diverged_E=diverged_E)
 
     new_records = []
     groups = config.groups()
@@ -160,10 +218,10 @@ def _run_group(config, run_dir, manifest, method, task, cross, base_E, base, see
     """Tunes and evaluates one group; the writer saves its parameters, then appends its records in one write."""
     writer = manifest is not None
     group = group_name(task, method)
-    group_dir = run_dir / "ckpt" / group
+    directory = group_dir(run_dir, group)
     if writer:
         manifest.wrote(f"ckpt/{group}")
-    partial = ckpt.ChunkCheckpoint(group_dir.with_name(group_dir.name + ".partial"), save_every)
+    partial = ckpt.ChunkCheckpoint(directory.with_name(directory.name + ".partial"), save_every)
     runs = group_runs(method, config.prefix_lengths,
                       config.learning_rates(method.name) if method.name in LR_DEFAULTS else [0.0])
     recs, trainable_ER, losses_ERU = tune_group(
@@ -178,20 +236,25 @@ def _run_group(config, run_dir, manifest, method, task, cross, base_E, base, see
                  **method.record_fields(), **matched,
                  steps=config.tune_steps if method.name != "none" else config.pretrain_steps)
         if method.name == "none":  # the pretrained base: its pretraining loss, size and time
-            r.update(final_loss=float(base["pre_loss_E"][r["seed"]]), trainable_params=base["n_model"],
+            pre_loss = float(base["pre_loss_E"][r["seed"]])
+            r.update(final_loss=pre_loss if math.isfinite(pre_loss) else None, trainable_params=base["n_model"],
                      wall_s=float(base["wall_E"][r["seed"]]), lr=config.lr,
                      steps_used=int(base["used_E"][r["seed"]]),
                      loss_curve=loss_curve(base["losses_EU"][r["seed"], :base["used_E"][r["seed"]]]))
+        if base["diverged_E"][r["seed"]]:  # nothing measured on a non-finite base means anything
+            r.update(status="diverged", exact_match=None, token_accuracy=None, val_loss=None, val_exact_match=None)
+            if "cross_exact_match" in r:
+                r["cross_exact_match"] = dict.fromkeys(r["cross_exact_match"])
     mark_selected(recs)
     if writer:
         has_checkpoint = bool(jax.tree.leaves(trainable_ER))
         if has_checkpoint:
-            ckpt.save(group_dir, {"trainable": trainable_ER, "losses": losses_ERU},
+            ckpt.save(directory, {"trainable": trainable_ER, "losses": losses_ERU},
                       {"kind": "tuned contexts", "group": group, "seeds": seeds, "method": method_settings(method),
                        "runs": [dataclasses.asdict(r) for r in runs],
                        "selected": [[r["selected"] for r in recs if r["seed"] == s] for s in seeds],
                        "model_config": dataclasses.asdict(config.model_config)})
         append_jsonl(run_dir / "results.jsonl", recs)
-        manifest.group_done(group, len(recs), has_checkpoint)
+        manifest.group_done(group, len(recs), has_checkpoint, config_hash(config))
         partial.clear()
     return recs

@@ -13,12 +13,14 @@ import dataclasses
 import functools
 import json
 import math
+import os
 from pathlib import Path
 
+from prefixlab import schema
 from prefixlab import tasks as T
 from prefixlab.bases import default_cache_dir
 from prefixlab.config import PRESETS, ModelConfig, preset
-from prefixlab.evaluate import DEFAULT_VAL_SAMPLES
+from prefixlab.evaluate import DEFAULT_VAL_SAMPLES, EVAL_BATCH
 from prefixlab.methods import LORA_SCALINGS, MAX_CONTEXT_LEN, METHODS, MethodError, get_method, match_lora_to_prefix
 
 # the default sweep's methods (fixed: a newly registered method does not change what the default sweep runs)
@@ -49,14 +51,32 @@ class SweepError(ValueError):
         self.field = field
 
 
+_ELEMENT = {str: ((str,), "strings"), int: ((int, str), "integers"), float: ((int, float, str), "numbers")}
+
+
 def _tuple(value, kind=str, field=None) -> tuple:
     given = value
+    accepts, names = _ELEMENT[kind]
     if isinstance(value, str):
         value = T.split_specs(value) if field in ("tasks", "tune_tasks") else [v.strip() for v in value.split(",")]
+    if not isinstance(value, (list, tuple)) or any(isinstance(v, bool) or not isinstance(v, accepts) for v in value):
+        raise SweepError(f"{field} needs a comma list of {names}, got {given!r}", field)
     try:
         return tuple(kind(v) for v in value)
     except ValueError:
-        raise SweepError(f"{field} needs a comma list of integers, got {given!r}", field) from None
+        raise SweepError(f"{field} needs a comma list of {names}, got {given!r}", field) from None
+
+
+# the kind of each scalar field, checked before anything uses it (a float count or a string flag from a hand-edited
+# config.json or the Python API is refused in one line, not deep inside JAX); sequences are checked by _tuple
+_PATH = schema.Kind("a path or null", lambda v: v is None or isinstance(v, (str, os.PathLike)))
+SCALAR_KINDS = {**dict.fromkeys(("pretrain_steps", "batch_size", "seeds", "tune_steps", "patience", "val_samples",
+                                 "eval_samples", "chunk"), schema.INT),
+                **dict.fromkeys(("lr", "lora_alpha", "stop_tol"), schema.NUMBER),
+                **dict.fromkeys(("match_params", "prefix_projection", "stopping", "pretrain_stopping", "cross_eval"),
+                                schema.BOOL),
+                **dict.fromkeys(("model", "lora_scaling", "soft_prompt_init", "compute_dtype"), schema.STR),
+                "variant": schema.optional(schema.STR), "cache_dir": _PATH}
 
 
 def group_name(task: T.Mixture, method) -> str:
@@ -68,6 +88,8 @@ def parse_shard(value) -> tuple[int, int]:
     """'i/N' or (i, N) -> (i, N)."""
     try:
         i, n = (value.split("/") if isinstance(value, str) else value)
+        if any(isinstance(v, (bool, float)) for v in (i, n)):
+            raise TypeError
         return int(i), int(n)
     except (ValueError, TypeError):
         raise SweepError(f"grid_shard must be i/N (e.g. 0/4), got {value!r}", "grid_shard") from None
@@ -132,9 +154,13 @@ class SweepConfig:
 
     def __post_init__(self):
         fix = lambda name, value: object.__setattr__(self, name, value)
+        for name, kind in SCALAR_KINDS.items():
+            if not kind.ok(getattr(self, name)):
+                raise SweepError(f"{name} must be {kind.text}, got {getattr(self, name)!r}", name)
+        if not isinstance(self.pretrain, str):
+            fix("pretrain", ",".join(_tuple(self.pretrain, str, "pretrain")))
         try:
-            fix("pretrain", ",".join(T.split_specs(self.pretrain)) if isinstance(self.pretrain, str)
-                else ",".join(self.pretrain))
+            fix("pretrain", ",".join(T.split_specs(self.pretrain)))
             for name in ("tasks", "methods", "lora_targets", "prefix_inits"):
                 fix(name, _tuple(getattr(self, name), str, name))
             if self.tune_tasks is not None:
@@ -174,6 +200,8 @@ class SweepConfig:
               f"lora_alpha must be a finite positive number, got {self.lora_alpha}")
         check(self.lora_scaling in LORA_SCALINGS, "lora_scaling",
               f"lora_scaling must be one of {', '.join(LORA_SCALINGS)}, got {self.lora_scaling!r}")
+        for name in ("tasks", "lora_targets", "prefix_inits"):
+            check(getattr(self, name), name, f"{name} must name at least one, got none")
         bad = [m for m in self.methods if m not in METHODS]
         check(self.methods and not bad, "methods", f"unknown method(s) {bad}; valid: {', '.join(METHODS)}")
         check(min(self.prefix_lengths, default=0) >= 1, "prefix_lengths", "prefix_lengths must be >= 1")
@@ -206,23 +234,56 @@ class SweepConfig:
             check(0 <= i < n, "grid_shard", f"grid_shard i/N needs 0 <= i < N, got {i}/{n}")
             check(n <= n_groups, "grid_shard", f"grid_shard {i}/{n}: the sweep has only {n_groups} group(s), so "
                   f"shard {i} would run nothing; use N <= {n_groups}")
-        need = self.memory_estimate()
-        check(need <= MAX_MEMORY_BYTES, "seeds" if self.seeds > 64 else "batch_size",
-              f"seeds x runs x batch_size need about {need / 2**30:,.0f} GiB by estimate (weights, gradients and "
-              f"Adam state per seed + activations per run), above the {MAX_MEMORY_BYTES / 2**30:,.0f} GiB limit; "
-              "lower seeds, batch_size, prefix_lengths or tune_lr")
+        self.check_fits(MAX_MEMORY_BYTES, f"the {MAX_MEMORY_BYTES / 2**30:,.0f} GiB limit")
 
-    def memory_estimate(self) -> int:
-        """Bytes a group's program holds at most, roughly: 4 float32 copies of the model per seed (weights,
-        gradients, Adam's two moments) + per run and example the activations kept for the backward pass."""
+    # --- memory ---------------------------------------------------------------------------------------------------
+
+    def memory_parts(self, **fields) -> dict[str, int]:
+        """Bytes a group's program holds at most, roughly, by phase (`fields` override this config's): the weights
+        (4 float32 copies of the model per seed: weights, gradients, Adam's two moments), and the largest of
+        training (per run and example the activations kept for the backward pass), validation (all its samples in
+        one forward pass per run) and evaluation (the test samples, every run's predictions, and one decoding batch
+        per run)."""
         from prefixlab.model import abstract_model, count_params
 
+        get = lambda name: fields.get(name, getattr(self, name))
         cfg = self.model_config
         n_params = count_params(abstract_model(cfg)[1])
         S = 2 * T.SEQ_LEN - 1 + max(self.prefix_lengths)
-        act = cfg.n_layer * S * (8 * cfg.d_model + 2 * max(cfg.hidden, default=0) + 2 * cfg.n_head * S) * 4 * 2
-        runs = len(self.prefix_lengths) * max([len(v) for _, v in self.tune_lr] + [len(self.lr_grid)])
-        return int(self.seeds * n_params * 16 + self.seeds * runs * self.batch_size * act)
+        act = cfg.n_layer * S * (8 * cfg.d_model + 2 * max(cfg.hidden, default=0) + 2 * cfg.n_head * S) * 4
+        logits = S * cfg.vocab_size * 4
+        runs = get("seeds") * len(self.prefix_lengths) * max([len(v) for _, v in self.tune_lr] + [len(self.lr_grid)])
+        n_eval = get("eval_samples")
+        sample = 8 * (2 * T.SEQ_LEN - 1) * 4  # tokens, targets, mask and what sampling them takes, int32/float32
+        return {"weights": get("seeds") * n_params * 16,
+                "training": runs * get("batch_size") * act * 2,
+                "validation": runs * get("val_samples") * (act + 2 * logits),
+                "evaluation": n_eval * sample + runs * n_eval * T.SEQ_LEN * 5
+                + runs * min(EVAL_BATCH, n_eval) * (S * 2 * cfg.n_layer * cfg.d_model * 4 + 2 * logits)}
+
+    def memory_estimate(self, **fields) -> int:
+        parts = self.memory_parts(**fields)
+        return parts["weights"] + max(parts["training"], parts["validation"], parts["evaluation"])
+
+    def check_fits(self, limit: int, what: str) -> None:
+        """SweepError in one line if the estimate is above `limit` bytes (`what`, say "this machine's 16 GiB"):
+        it names the field that drives the largest phase and the largest value of it that would fit."""
+        need = self.memory_estimate()
+        if need <= limit:
+            return
+        parts = self.memory_parts()
+        phase = max(("training", "validation", "evaluation"), key=parts.get)
+        field = ("seeds" if parts["weights"] >= parts[phase] else
+                 {"training": "batch_size", "validation": "val_samples", "evaluation": "eval_samples"}[phase])
+        low, high = 0, getattr(self, field)  # the largest value that fits: low fits (or is 0), high does not
+        while high - low > 1:
+            mid = (low + high) // 2
+            low, high = (mid, high) if self.memory_estimate(**{field: mid}) <= limit else (low, mid)
+        fits = (f"{field} up to {low:,} would fit" if low else
+                "lower seeds, batch_size, prefix_lengths, tune_lr, val_samples or eval_samples")
+        raise SweepError(f"{field} {getattr(self, field):,}: the sweep needs about {need / 2**30:,.1f} GiB by estimate "
+                         f"({phase} {parts[phase] / 2**30:,.1f} GiB, weights and Adam state "
+                         f"{parts['weights'] / 2**30:,.1f} GiB), above {what}; {fits}", field)
 
     # --- what the sweep runs ------------------------------------------------------------------------------------
 
@@ -354,16 +415,22 @@ class SweepConfig:
 
 
 def load_config(run_dir) -> SweepConfig:
-    """The SweepConfig stored in `<run_dir>/config.json`."""
+    """The SweepConfig stored in `<run_dir>/config.json`, checked by key and type: a damaged or hand-edited file is
+    a SweepError naming the file and the field."""
     path = Path(run_dir) / "config.json"
     try:
         stored = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise SweepError(f"cannot resume {run_dir}: {path} is missing or unreadable ({type(e).__name__})") from e
-    if stored.get("config_version") != CONFIG_VERSION:
+    if isinstance(stored, dict) and stored.get("config_version") != CONFIG_VERSION:
         raise SweepError(f"cannot resume {run_dir}: its config.json was written by an older prefixlab (no "
                          f"config_version {CONFIG_VERSION}); rerun it into a new directory")
-    # a run directory from before a setting existed ran as it did then: LoRA at alpha / r, one learning rate per
-    # method, fixed steps
-    legacy = {"lora_scaling": "peft", "lr_grid": (1.0,), "stopping": False}
-    return SweepConfig.from_dict({**legacy, **stored["sweep"]})
+    try:
+        schema.check({"sweep": schema.OBJECT}, stored, str(path))
+        # a run directory from before a setting existed ran as it did then: LoRA at alpha / r, one learning rate per
+        # method, fixed steps
+        legacy = {"lora_scaling": "peft", "lr_grid": (1.0,), "stopping": False}
+        return SweepConfig.from_dict({**legacy, **stored["sweep"]})
+    except (schema.SchemaError, SweepError) as e:
+        raise SweepError(str(e) if str(e).startswith(str(path)) else f"{path}: {e}",
+                         getattr(e, "field", None)) from None

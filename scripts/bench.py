@@ -37,6 +37,7 @@ from prefixlab.benchmark import (MATRIX_FEATURES, REFERENCE, BenchmarkError, ben
                                  bench_prefix_runs, bench_pretrain, cpu_features, cpu_model, matmul_peak,
                                  matmul_peak_at_shapes, same_day_reference)
 from prefixlab.step_profile import format_profile, profile_step  # noqa: E402
+from prefixlab.cli import OneLineParser  # noqa: E402
 from prefixlab.run_dir import output_file_problem  # noqa: E402
 
 PARTS = {"pretrain", "eval", "runs", "lanes", "profile"}
@@ -44,7 +45,7 @@ DTYPES = ("float32", "bfloat16")  # compute dtypes, measured back to back
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=500, help="timed steps per measurement (default: %(default)s)")
     p.add_argument("--chunk", type=int, default=100, help="steps per compiled chunk (default: %(default)s)")
     p.add_argument("--eval-samples", type=int, default=3200)

@@ -17,13 +17,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
+from prefixlab.checkpoint import CheckpointError  # noqa: E402
+from prefixlab.cli import OneLineParser, os_error_text  # noqa: E402
+from prefixlab.safe_paths import UnsafePath  # noqa: E402
 from prefixlab.shards import find_shards, merge_shards  # noqa: E402
 from prefixlab.sweep_config import SweepError  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="merge.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="merge.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dirs", nargs="+", help="one folder holding shard-<i>-of-<N> run directories, or the shards' run "
                    "directories themselves")
     p.add_argument("--out", default=None, help="merged run directory (default: <folder>/merged for one folder)")
@@ -34,9 +36,12 @@ def main(argv=None) -> int:
         shards = find_shards(a.dirs[0]) if one_parent else [Path(d) for d in a.dirs]
         if a.out is None and not one_parent:
             raise SweepError("--out is needed when the shards are named one by one")
-        merge_shards(shards, Path(a.out) if a.out else Path(a.dirs[0]) / "merged", force=a.force)
-    except SweepError as e:
-        p.exit(2, f"merge.py: error: {e}\n")
+        merge_shards(shards, Path(a.out) if a.out else Path(a.dirs[0]) / "merged", force=a.force,
+                     log=lambda m: print(m, file=sys.stderr if m.startswith("warning: ") else sys.stdout))
+    except (SweepError, CheckpointError, UnsafePath) as e:
+        p.error(str(e))
+    except OSError as e:
+        p.exit(1, f"merge.py: error: {os_error_text(e)}\n")
     return 0
 
 

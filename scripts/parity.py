@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
+from prefixlab.cli import OneLineParser  # noqa: E402
 from prefixlab.experiments import exp1  # noqa: E402
 from prefixlab.experiments.precision_parity import agree, compare  # noqa: E402
 from prefixlab.experiments.profiles import PROFILES  # noqa: E402
@@ -22,7 +23,7 @@ from prefixlab.sweep import SweepError  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="parity.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="parity.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", choices=list(PROFILES), default="quick", help="exp 1's sizes (default: %(default)s)")
     p.add_argument("--out", required=True, help="folder for the two run directories and parity.json")
     a = p.parse_args(argv)

@@ -13,29 +13,30 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
+from prefixlab.cli import OneLineParser, os_error_text  # noqa: E402
 from prefixlab.report import write_report  # noqa: E402
-from prefixlab.results import check_records, read_jsonl_repairing  # noqa: E402
+from prefixlab.results import read_jsonl  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="report.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="report.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", help="run directory holding results.jsonl")
     a = p.parse_args(argv)
     path = Path(a.out) / "results.jsonl"
     if not path.is_file():
-        p.exit(2, f"report.py: error: {path} does not exist\n")
-    try:
-        records = read_jsonl_repairing(path)
+        p.error(f"{path} does not exist")
+    warn = lambda message: print(f"report.py: warning: {message}", file=sys.stderr)
+    try:  # only read: a line that is not JSON is skipped with a warning (repairing is --resume's job)
+        records = read_jsonl(path, warn=warn, check=True)  # every record checked before anything is written
     except ValueError as e:
-        p.exit(2, f"report.py: error: {path} is not JSON lines ({e})\n")
-    try:
-        check_records(records, path)  # before anything is written
-    except ValueError as e:
-        p.exit(2, f"report.py: error: {e}\n")
+        p.error(str(e))
     if not records:
-        p.exit(2, f"report.py: error: {path} holds no results\n")
-    for f in write_report(Path(a.out), records):
+        p.error(f"{path} holds no results")
+    try:
+        files = write_report(Path(a.out), records)
+    except OSError as e:
+        p.exit(1, f"report.py: error: {os_error_text(e)}\n")
+    for f in files:
         print(f)
     return 0
 

@@ -22,13 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
+from prefixlab.cli import OneLineParser, os_error_text  # noqa: E402
 from prefixlab.experiments import SECTIONS, run_reproduction  # noqa: E402
 from prefixlab.experiments.profiles import PROFILES  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="reproduce.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="reproduce.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", choices=list(PROFILES), default="quick", help="sizes and steps (default: %(default)s)")
     p.add_argument("--out", required=True, help="output directory (re-running with the same --out resumes)")
     p.add_argument("--sections", default=None, help="comma list of " + ", ".join(SECTIONS) + " (default: the "
@@ -45,13 +45,19 @@ def main(argv=None) -> int:
         p.exit(2, f"reproduce.py: error: unknown section(s) {bad}; valid: {', '.join(SECTIONS)}\n")
     from prefixlab.sweep import SweepError
 
-    from prefixlab.run_dir import check_writable
+    from prefixlab.checkpoint import CheckpointError
+    from prefixlab.run_dir import start_dirs
+    from prefixlab.safe_paths import UnsafePath, unmake
 
+    created = []
     try:
-        check_writable(Path(a.out), "--out")  # before any section computes
+        created = start_dirs({"--out": Path(a.out)})  # before any section computes
         run_reproduction(a.profile, a.out, sections, a.cache_dir, lanes=a.lanes)
-    except SweepError as e:  # a sweep that cannot run or resume as configured: one line, as for a bad flag
-        p.exit(2, f"reproduce.py: error: {e}\n")
+    except (SweepError, CheckpointError, UnsafePath) as e:  # cannot run or resume as configured: one line
+        unmake(created)  # a refused start leaves no folder behind
+        p.error(str(e))
+    except OSError as e:
+        p.exit(1, f"reproduce.py: error: {os_error_text(e)}; finished sections are kept: run it again to continue\n")
     return 0
 
 

@@ -23,10 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 from prefixlab import tasks as T  # noqa: E402
 from prefixlab.bases import DEFAULT_CACHE  # noqa: E402
 from prefixlab.checkpoint import CheckpointError  # noqa: E402
+from prefixlab.cli import OneLineParser, os_error_text  # noqa: E402
 from prefixlab.config import PRESETS  # noqa: E402
 from prefixlab.methods import LORA_MODULES, LORA_SCALINGS, METHODS, PREFIX_INITS, SOFT_PROMPT_INITS  # noqa: E402
 from prefixlab.sweep import SweepConfig, SweepError, load_config, run_sweep  # noqa: E402
 from prefixlab.processes import initialize  # noqa: E402
+from prefixlab.safe_paths import UnsafePath  # noqa: E402
 from prefixlab.shards import shard_dir, slice_env  # noqa: E402
 from prefixlab.sweep_config import COMPUTE_DTYPES, LR_DEFAULTS, SWEEP_PRESETS, parse_shard  # noqa: E402
 
@@ -37,21 +39,11 @@ FLAG_OF = {field: flag for flag, field in FIELD_OF.items()}
 OPERATIONAL = ("out", "force", "resume", "quiet", "save_every", "distributed", "preset")  # how to run, not what
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """Bad input: one line on stderr, exit status 2."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-    def __init__(self, **kwargs):
-        super().__init__(allow_abbrev=False, **kwargs)  # --resume compares the flags spelled out
-
-
 def build_parser() -> argparse.ArgumentParser:
     lr_doc = ", ".join(f"{m}={v:g}" for m, v in LR_DEFAULTS.items())
     grid_doc = ",".join(f"{f:g}" for f in D.lr_grid)
     p = OneLineParser(
-        prog="sweep.py",
+        prog="sweep.py", allow_abbrev=False,  # --resume compares the flags spelled out
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="methods:\n" + "".join(f"  {name:<12} {cls.summary}\n" for name, cls in METHODS.items()) + f"""\
@@ -241,9 +233,13 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends like Ctrl-C
     try:
         run_sweep(config, out, resume=a.resume, force=a.force, progress=not a.quiet, save_every=a.save_every)
-    except (SweepError, CheckpointError) as e:
+    except (SweepError, CheckpointError, UnsafePath) as e:
         print(f"sweep.py: error: {cli_message(e) if isinstance(e, SweepError) else e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a read-only or forbidden path while running: finished groups are kept
+        print(f"sweep.py: error: {os_error_text(e)}; finished groups are kept: fix that, then continue with "
+              f"python scripts/sweep.py --resume --out {out}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted; finished groups and the training state of the last completed chunk are saved; "
               f"continue with: python scripts/sweep.py --resume --out {out}", file=sys.stderr)

@@ -17,14 +17,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
+from prefixlab.cli import OneLineParser  # noqa: E402
 from prefixlab.config import PRESETS  # noqa: E402
 from prefixlab.run_dir import output_file_problem  # noqa: E402
 from prefixlab.theory import checks  # noqa: E402
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("identities", help="prefix attention identities on a model preset (random weights)")
     a.add_argument("--model-dir", required=True,

@@ -44,6 +44,8 @@ def test_a_save_interrupted_before_meta_counts_as_absent_and_replacement_is_safe
     ckpt.save(d, t, {"n": 1})
     # a kill between moving the old checkpoint aside and putting the new one in place
     d.rename(tmp_path / "c.old")
+    assert not ckpt.exists(d)  # readers only read: the writer's recover() puts it back
+    ckpt.recover(d)
     assert ckpt.exists(d) and json.loads((d / "meta.json").read_text())["n"] == 1
     (tmp_path / "e").mkdir()  # a directory without meta.json: unfinished
     assert not ckpt.exists(tmp_path / "e")
