@@ -196,3 +196,29 @@ def test_measure_plot_draws_each_series_mean_and_its_reference_star_in_its_colou
     assert list(star.get_xdata()) == [20000] and star.get_color() == lines["prefix"].get_color()
     assert [t.get_text() for t in ax.get_xticklabels()] == ["2,000", "8,000", "20,000"]
     plt.close(fig)
+
+
+def test_report_script_only_reads_and_replaces_links_instead_of_writing_through(tmp_path, capsys):
+    """A garbage line mid-file and a torn last line are warnings naming their lines (results.jsonl is left as it
+    is: repairing is --resume's job); results.csv, summary.md and plots/ linked elsewhere are replaced as links."""
+    import json
+    import os
+
+    from tests.helpers import load_script
+
+    run, outside = tmp_path / "run", tmp_path / "outside"
+    run.mkdir()
+    outside.mkdir()
+    (outside / "theirs.txt").write_text("keep")
+    lines = [json.dumps(r) + "\n" for r in records()]
+    data = "".join(lines[:3] + ["garbage\n"] + lines[3:]) + '{"task": "sort_desc", "meth'
+    (run / "results.jsonl").write_text(data)
+    for name in ("results.csv", "summary.md"):
+        (run / name).symlink_to(outside / "theirs.txt")
+    (run / "plots").symlink_to(outside)
+    assert load_script(REPORT).main([str(run)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "line 4: not JSON" in err[0] and f"line {len(lines) + 2}: not JSON" in err[1]
+    assert (run / "results.jsonl").read_text() == data
+    assert os.listdir(outside) == ["theirs.txt"] and (outside / "theirs.txt").read_text() == "keep"
+    assert (run / "summary.md").read_text() == summary_markdown(records()) and not (run / "plots").is_symlink()
