@@ -65,9 +65,14 @@ def save(directory: Path, tree, meta: dict) -> None:
     for d in (fresh, old):
         remove(d)
     fresh.mkdir(parents=True)
-    with ocp.StandardCheckpointer(**checkpointer_options()) as ckptr:
-        ckptr.save(fresh / "arrays", to_host(tree) if is_multi() else tree)  # Orbax takes no process-local jax.Array there
-        ckptr.wait_until_finished()
+    try:
+        with ocp.StandardCheckpointer(**checkpointer_options()) as ckptr:
+            ckptr.save(fresh / "arrays", to_host(tree) if is_multi() else tree)  # Orbax takes no process-local jax.Array there
+            ckptr.wait_until_finished()
+    except OSError:
+        raise
+    except Exception as e:  # Orbax and tensorstore raise their own types, say for a full or read-only disk
+        raise CheckpointError(f"{fresh / 'arrays'}: cannot save ({_first_line(e)})") from None
     write_json_atomic(fresh / "meta.json", {"format": FORMAT, "files": file_checksums(fresh / "arrays"), **meta})
     if directory.exists() or directory.is_symlink():
         os.rename(directory, old)
@@ -140,8 +145,12 @@ def restore(directory: Path, like, expect: dict | None = None, hint: str = ""):
             as_numpy = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), _abstract(like))
             return jax.tree.map(jax.numpy.asarray, ckptr.restore(directory / "arrays", as_numpy))
     except Exception as e:  # Orbax raises many types (ValueError, FileNotFoundError, tensorstore errors)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{directory / 'arrays'}: cannot restore ({type(e).__name__}: {first[:200]})") from None
+        raise CheckpointError(f"{directory / 'arrays'}: cannot restore ({_first_line(e)})") from None
+
+
+def _first_line(e: Exception) -> str:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return f"{type(e).__name__}: {first[:200]}"
 
 
 def content_hash(obj) -> str:

@@ -58,6 +58,11 @@ def remove(path: Path) -> None:
         shutil.rmtree(path)
 
 
+def _named(e: OSError, path: Path) -> OSError:
+    """`e` with the path it concerns, so that one line can name it."""
+    return e if e.filename is not None else OSError(e.errno, e.strerror or str(e), str(path))
+
+
 def replace_bytes(path: Path, data: bytes) -> None:
     """Writes `data` to a new file beside `path`, then renames it over `path`: a link there is replaced, never
     written through, and a kill or a full disk leaves the old file or the new one."""
@@ -70,6 +75,9 @@ def replace_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise _named(e, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -82,10 +90,12 @@ def append_bytes(path: Path, data: bytes) -> None:
     try:
         size = os.fstat(fd).st_size
         try:
-            written = os.write(fd, data)
-            if written != len(data):
+            if os.write(fd, data) != len(data):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
             os.fsync(fd)
+        except OSError as e:
+            os.ftruncate(fd, size)
+            raise _named(e, path) from None
         except BaseException:
             os.ftruncate(fd, size)
             raise

@@ -1,5 +1,6 @@
 """Fault injection on the tiny model: each case ends as documented, and no result is lost or doubled."""
 
+import errno
 import json
 import os
 import shutil
@@ -253,3 +254,213 @@ def test_sigterm_saves_the_chunk_in_progress_and_resume_equals_uninterrupted(tmp
     assert re.search(rf"\b{done}/400\b", r.stderr)  # the resumed pretraining bar starts at the saved chunk
     assert not partial.exists()
     assert _comparable(rows(out)) == _comparable(rows(tmp_path / "ref"))
+
+
+# --- issue 34: a run directory or cache from someone else; damaged state; divergence; resources; memory ---------
+
+def _dump(obj) -> str:
+    """JSON as prefixlab writes it (so a resume that rewrites the file unchanged writes the same bytes)."""
+    return json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+
+
+@pytest.fixture
+def own(finished, tmp_path):
+    """A copy of the finished run with its own copy of the cache (config.json points to it), to damage freely."""
+    shutil.copytree(finished / "run", tmp_path / "run")
+    shutil.copytree(finished / "cache", tmp_path / "cache")
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    stored["sweep"]["cache_dir"] = str(tmp_path / "cache")
+    (tmp_path / "run" / "config.json").write_text(_dump(stored))
+    return tmp_path / "run"
+
+
+def _edit_json(path, edit):
+    obj = json.loads(path.read_text())
+    path.write_text(_dump(edit(obj)))
+
+
+def _edit_lines(path, edit):
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(edit(lines)))
+
+
+def _set(obj, keys, value):
+    inner = obj
+    for k in keys[:-1]:
+        inner = inner[k]
+    if value is KeyError:
+        del inner[keys[-1]]
+    else:
+        inner[keys[-1]] = value
+    return obj
+
+
+_BAD_RECORD = lambda lines: lines[:1] + [json.dumps({**json.loads(lines[1]), "exact_match": "high"}) + "\n"] + lines[2:]
+DAMAGE = {  # class: (file, edit, what the one line must say)
+    "config.json not an object": ("config.json", lambda o: [o], "a JSON object expected, got a list"),
+    "config.json wrong type": ("config.json", lambda o: _set(o, ["sweep", "seeds"], "2"), "seeds must be an integer"),
+    "config.json missing key": ("config.json", lambda o: _set(o, ["sweep"], KeyError), "field 'sweep' is missing"),
+    "config.json edited by hand": ("config.json", lambda o: _set(o, ["sweep", "eval_samples"], 40),
+                                   "not the configuration group add1/none finished under"),
+    "manifest.json wrong type": ("manifest.json", lambda o: _set(o, ["groups"], []), "'groups' must be a JSON object"),
+    "manifest.json missing key": ("manifest.json", lambda o: _set(o, ["written"], KeyError), "'written' is missing"),
+    "manifest.json group entry": ("manifest.json", lambda o: _set(o, ["groups", "add1/none", "records"], "2"),
+                                  "'records' must be an integer >= 0"),
+    "results.jsonl garbage line": ("results.jsonl", lambda lines: lines[:2] + ["#garbage\n"] + lines[2:],
+                                   "line 3: not JSON"),
+    "results.jsonl wrong-schema record": ("results.jsonl", _BAD_RECORD, "line 2: field 'exact_match' must be"),
+    "results.jsonl record without group": ("results.jsonl", lambda lines: [json.dumps(
+        {k: v for k, v in json.loads(lines[0]).items() if k != "group"}) + "\n"] + lines[1:], "record without group"),
+    "cached base meta.json": ("meta.json", lambda o: _set(o, ["wall_s"], "slow"), "'wall_s' must be a finite number"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_damaged_state_is_one_line_exit_2_and_nothing_changes(own, damage, capsys):
+    from tests.test_sweep import sweep_in_process, tree_bytes
+
+    name, edit, needle = DAMAGE[damage]
+    path = next((own.parent / "cache").glob("base-*/seed-0/meta.json")) if name == "meta.json" else own / name
+    (_edit_lines if name.endswith(".jsonl") else _edit_json)(path, edit)
+    before = {**tree_bytes(own), **tree_bytes(own.parent / "cache")}
+    rc, err = sweep_in_process("--resume", "--out", str(own), capsys=capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+    assert name in err  # names the file
+    assert {**tree_bytes(own), **tree_bytes(own.parent / "cache")} == before  # the finished records survive
+
+
+def test_a_non_finite_cached_base_is_refused_with_how_to_remove_it(own, capsys):
+    import jax
+    import numpy as np
+
+    from prefixlab import checkpoint as ckpt
+    from tests.test_sweep import sweep_in_process
+
+    seed = next((own.parent / "cache").glob("base-*/seed-0"))
+    meta, tree = ckpt.read_meta(seed), ckpt.restore(seed, _like(seed))
+    tree["params"] = jax.tree.map(lambda x: np.full_like(np.asarray(x), np.nan), tree["params"])
+    ckpt.save(seed, tree, {k: v for k, v in meta.items() if k not in ("format", "files")})  # checksums agree
+    rc, err = sweep_in_process("--resume", "--out", str(own), capsys=capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "cached base is not finite" in err and f"remove {seed} to retrain" in err
+
+
+def _like(seed_dir):
+    import jax
+
+    from prefixlab.model import abstract_model
+
+    _, abstract = abstract_model(config(seed_dir.parent.parent).model_config)
+    return {"params": abstract, "losses": jax.ShapeDtypeStruct((20,), "float32")}
+
+
+def test_a_pretraining_that_diverges_is_recorded_not_cached(tmp_path, capsys):
+    from tests.test_sweep import rows, sweep_in_process
+
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    rc, _ = sweep_in_process("--model", "tiny", "--pretrain", "add1", "--tasks", "add1", "--methods", "none,prefix",
+                             "--pretrain-steps", "10", "--tune-steps", "5", "--seeds", "1", "--eval-samples", "20",
+                             "--chunk", "5", "--lr-grid", "1", "--lr", "1e30", "--quiet", "--out", str(out),
+                             "--cache-dir", str(cache), capsys=capsys)
+    assert rc == 0
+    records = rows(out)
+    assert {r["method"] for r in records} == {"none", "prefix"}
+    assert all(r["status"] == "diverged" and r["exact_match"] is None for r in records)
+    assert "| diverged |" in (out / "summary.md").read_text()
+    assert list(cache.glob("base-*/seed-*")) == []  # nothing non-finite (nothing at all) cached as good
+    assert not (out / "ckpt" / "base" / "seed-0").exists()
+
+
+def test_python_api_arguments_are_checked_before_anything_runs(tmp_path):
+    good = config(tmp_path / "cache")
+    for call, field in [(lambda: run_sweep(good, 3), "run_dir"),
+                        (lambda: run_sweep(good, tmp_path / "x", resume="yes"), "resume"),
+                        (lambda: run_sweep(good, tmp_path / "x", save_every=float("nan")), "save_every"),
+                        (lambda: run_sweep({"model": "tiny"}, tmp_path / "x"), "config"),
+                        (lambda: SweepConfig(model="tiny", seeds=2.0), "seeds"),
+                        (lambda: SweepConfig(model="tiny", prefix_lengths=(1.5,)), "prefix_lengths"),
+                        (lambda: SweepConfig(model="tiny", tasks=()), "tasks")]:
+        with pytest.raises(SweepError) as e:
+            call()
+        assert e.value.field == field and "\n" not in str(e.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_refused_start_leaves_no_folder_behind(finished, tmp_path, capsys, monkeypatch):
+    """--out under a file: the cache folder made a moment before is removed again. One entry of a writable cache
+    denied (EACCES, simulated: tests run as root): one line naming it, no run directory."""
+    from tests.test_sweep import sweep_in_process
+
+    (tmp_path / "file").write_text("x")
+    tiny = ["--model", "tiny", "--pretrain", "add1", "--tasks", "add1", "--methods", "none", "--quiet"]
+    rc, err = sweep_in_process(*tiny, "--out", str(tmp_path / "file" / "run"), "--cache-dir",
+                               str(tmp_path / "new" / "cache"), capsys=capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "new").exists()
+
+    cache = tmp_path / "cache"
+    shutil.copytree(finished / "cache", cache)
+    (entry,) = cache.glob("base-*")
+    real_open = os.open
+    denied = lambda path, *a, **k: (_raise(errno.EACCES, path) if str(path).startswith(str(entry)) else
+                                    real_open(path, *a, **k))
+    monkeypatch.setattr(os, "open", denied)
+    args = ["--model", "tiny", "--pretrain", "add1", "--tasks", "add1", "--methods", "none,prefix",
+            "--prefix-lengths", "1", "--pretrain-steps", "20", "--tune-steps", "5", "--seeds", "2",
+            "--eval-samples", "20", "--chunk", "5", "--lr-grid", "1", "--quiet"]
+    rc, err = sweep_in_process(*args, "--out", str(tmp_path / "run"), "--cache-dir", str(cache), capsys=capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and str(entry) in err and "Permission denied" in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def _raise(code, path):
+    raise OSError(code, os.strerror(code), str(path))
+
+
+@pytest.mark.parametrize("fault", ["ENOSPC appending a group's records", "EROFS putting a checkpoint in place"])
+def test_a_full_or_read_only_disk_mid_sweep_is_one_line_and_resume_is_exact(finished, tmp_path, capsys, monkeypatch,
+                                                                            fault):
+    from tests.test_sweep import sweep_in_process
+
+    out = tmp_path / "run"
+    args = ["--model", "tiny", "--pretrain", "add1", "--tasks", "add1", "--methods", "none,prefix",
+            "--prefix-lengths", "1", "--pretrain-steps", "20", "--tune-steps", "5", "--seeds", "2",
+            "--eval-samples", "20", "--chunk", "5", "--lr-grid", "1", "--quiet", "--out", str(out),
+            "--cache-dir", str(finished / "cache")]
+    if fault.startswith("ENOSPC"):
+        real, target, code = os.write, out / "results.jsonl", errno.ENOSPC
+        appends = []
+
+        def fake(fd, data):
+            if os.path.realpath(f"/proc/self/fd/{fd}") == str(target):
+                appends.append(fd)
+                if len(appends) == 2:  # the second group's records: the disk is full
+                    return real(fd, data[: len(data) // 2])
+            return real(fd, data)
+        monkeypatch.setattr(os, "write", fake)
+    else:
+        real, target, code = os.rename, out / "ckpt" / "add1" / "prefix-sample_vocab", errno.EROFS
+        fake = lambda src, dst, *a, **k: (_raise(code, dst) if str(dst) == str(target) else real(src, dst, *a, **k))
+        monkeypatch.setattr(os, "rename", fake)
+    rc, err = sweep_in_process(*args, capsys=capsys)
+    assert rc == 1 and len(err.strip().splitlines()) == 1 and str(target) in err and os.strerror(code) in err, err
+    assert len((out / "results.jsonl").read_text().splitlines()) == 2  # the first group's records, whole
+    monkeypatch.undo()
+    rc, err = sweep_in_process("--resume", "--out", str(out), capsys=capsys)
+    assert rc == 0, err
+    assert comparable(out) == comparable(finished / "run")
+
+
+def test_memory_bound_covers_evaluation_and_is_checked_against_this_machine(tmp_path, capsys, monkeypatch):
+    from prefixlab import sweep as sweep_module
+    from tests.test_sweep import sweep_in_process
+
+    rc, err = sweep_in_process("--eval-samples", "10000000000", "--out", str(tmp_path / "run"), "--cache-dir",
+                               str(tmp_path / "cache"), capsys=capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "--eval-samples" in err and "would fit" in err, err
+    monkeypatch.setattr(sweep_module, "machine_memory", lambda: 2**30)  # a machine with 1 GiB
+    import dataclasses
+
+    small = config(tmp_path / "cache")
+    with pytest.raises(SweepError, match=r"above this machine's 1.0 GiB; eval_samples up to [\d,]+ would fit"):
+        run_sweep(dataclasses.replace(small, eval_samples=5_000_000), tmp_path / "run", **QUIET)
+    assert list(tmp_path.iterdir()) == []
