@@ -81,3 +81,22 @@ def put(tree, sharding):
         host = np.asarray(x)
         return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
     return jax.tree.map(one, tree)
+
+
+def peer_failure(e: BaseException) -> str | None:
+    """What a collective says when another process of the sweep has died (gloo: "connection closed by peer"), as
+    one line; None when `e` is no such failure (one process: nothing to say)."""
+    if not is_multi() or not isinstance(e, jax.errors.JaxRuntimeError):
+        return None
+    lines = str(e).strip().splitlines()
+    return lines[0][:300] if lines else type(e).__name__
+
+
+def leave(code: int) -> None:
+    """Exits at once. After a peer's death JAX's shutdown at exit waits for it (a barrier, about 100 s) and then
+    aborts with pages of runtime log; every file prefixlab writes is already complete at this point."""
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -27,7 +27,7 @@ from prefixlab.cli import OneLineParser, os_error_text  # noqa: E402
 from prefixlab.config import PRESETS  # noqa: E402
 from prefixlab.methods import LORA_MODULES, LORA_SCALINGS, METHODS, PREFIX_INITS, SOFT_PROMPT_INITS  # noqa: E402
 from prefixlab.sweep import SweepConfig, SweepError, load_config, run_sweep  # noqa: E402
-from prefixlab.processes import initialize  # noqa: E402
+from prefixlab.processes import initialize, leave, peer_failure  # noqa: E402
 from prefixlab.safe_paths import UnsafePath  # noqa: E402
 from prefixlab.shards import shard_dir, slice_env  # noqa: E402
 from prefixlab.sweep_config import COMPUTE_DTYPES, LR_DEFAULTS, SWEEP_PRESETS, parse_shard  # noqa: E402
@@ -244,6 +244,12 @@ def main(argv=None) -> int:
         print("\ninterrupted; finished groups and the training state of the last completed chunk are saved; "
               f"continue with: python scripts/sweep.py --resume --out {out}", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 (a peer's death under --distributed; anything else goes on)
+        if peer_failure(e) is None:
+            raise
+        print(f"sweep.py: error: another process of this --distributed sweep stopped ({peer_failure(e)}); "
+              f"finished groups are kept: start every process again with --resume --out {out}", file=sys.stderr)
+        leave(1)
     return 0
 
 
