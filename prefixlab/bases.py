@@ -47,11 +47,15 @@ def pretrain_config(cfg: ModelConfig, mixture: Mixture, steps: int, batch_size: 
     model_config = dataclasses.asdict(cfg)
     if model_config["compute_dtype"] is None:  # keeps the keys of entries made before the field existed
         del model_config["compute_dtype"]
+    optim_config = dataclasses.asdict(optim)
+    for flag in ("decay_all", "clip_per_tensor"):  # off: absent, keeping the keys made before the options
+        if not optim_config[flag]:
+            del optim_config[flag]
     config = {"model_config": model_config, "pretrain": mixture.spec, "vocab_size": mixture.vocab_size,
-              "steps": steps, "batch_size": batch_size, "optim": dataclasses.asdict(optim), "numerics": NUMERICS,
+              "steps": steps, "batch_size": batch_size, "optim": optim_config, "numerics": NUMERICS,
               "checkpoint_format": ckpt.FORMAT}  # an entry of an older format is another entry, not an error
     if stop_rule is not None:  # absent for fixed steps, so the entries made before the option keep their keys
-        config["stopping"] = {"patience": stop_rule.patience, "tol": stop_rule.tol, "val_samples": val_samples}
+        config["stopping"] = {**stop_rule.key(), "val_samples": val_samples}
     return json.loads(json.dumps(config, sort_keys=True))  # as it reads back from meta.json
 
 

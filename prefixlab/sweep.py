@@ -228,7 +228,7 @@ def _run_group(config, run_dir, manifest, method, task, cross, base_E, base, see
         method, config.model_config, base_E, task, runs, seeds, config.tune_steps, config.batch_size,
         eval_samples=config.eval_samples, chunk=config.chunk, progress=progress, cross_tasks=cross,
         resume=partial if writer and not is_multi() else None, label=label,  # several processes resume by groups
-        stop_rule=config.stop_rule, val_samples=config.val_samples)
+        stop_rule=config.stop_rule, val_samples=config.val_samples, optim=config.tune_optim)
     matched = config.matched_loras().get(method, {})
     for r in recs:
         r.update(pretrain=config.pretrain_mix.spec, model=config.model, variant=config.task_variant.name,

@@ -21,6 +21,8 @@ from prefixlab import tasks as T
 from prefixlab.bases import default_cache_dir
 from prefixlab.config import PRESETS, ModelConfig, preset
 from prefixlab.evaluate import DEFAULT_VAL_SAMPLES, EVAL_BATCH
+from prefixlab.stopping import TRANSITION_SAFE, StopRule
+from prefixlab.train import REFERENCE_TUNING, OptimConfig
 from prefixlab.methods import LORA_SCALINGS, MAX_CONTEXT_LEN, METHODS, MethodError, get_method, match_lora_to_prefix
 
 # the default sweep's methods (fixed: a newly registered method does not change what the default sweep runs)
@@ -40,6 +42,14 @@ SWEEP_PRESETS = {
     # for trying things out: learns sort/add tasks, about 1.5 min on 2 CPU cores (docs/guide/your-question.md)
     "minute": dict(model="paper-exp1", pretrain_steps=2000, tune_steps=250, seeds=1, eval_samples=800,
                    methods=("none", "prefix", "lora")),
+}
+
+
+# How tuning runs train: prefixlab's own protocol, or the reference's (Petrov et al.'s minGPT trainers).
+PROTOCOLS = {
+    "fair": "a grid of learning rates selected on the validation split, runs stopped at convergence",
+    "reference": "the reference's optimizer (AdamW, decay 0.01 on the tuned tensors, per-tensor clipping at 1.0), "
+                 "fixed steps, one learning rate per method",
 }
 
 
@@ -72,10 +82,11 @@ def _tuple(value, kind=str, field=None) -> tuple:
 _PATH = schema.Kind("a path or null", lambda v: v is None or isinstance(v, (str, os.PathLike)))
 SCALAR_KINDS = {**dict.fromkeys(("pretrain_steps", "batch_size", "seeds", "tune_steps", "patience", "val_samples",
                                  "eval_samples", "chunk"), schema.INT),
-                **dict.fromkeys(("lr", "lora_alpha", "stop_tol"), schema.NUMBER),
-                **dict.fromkeys(("match_params", "prefix_projection", "stopping", "pretrain_stopping", "cross_eval"),
-                                schema.BOOL),
-                **dict.fromkeys(("model", "lora_scaling", "soft_prompt_init", "compute_dtype"), schema.STR),
+                **dict.fromkeys(("lr", "lora_alpha", "stop_tol", "stop_min_fraction", "stop_patience_growth"),
+                                schema.NUMBER),
+                **dict.fromkeys(("match_params", "prefix_projection", "stopping", "pretrain_stopping", "cross_eval",
+                                 "stop_trend"), schema.BOOL),
+                **dict.fromkeys(("model", "lora_scaling", "soft_prompt_init", "compute_dtype", "protocol"), schema.STR),
                 "variant": schema.optional(schema.STR), "cache_dir": _PATH}
 
 
@@ -143,6 +154,11 @@ class SweepConfig:
     stopping: bool = True  # stop each run at convergence on the validation split (prefixlab/stopping.py)
     patience: int = 4  # validations (one per chunk) without a validation-loss gain of stop_tol before a run stops
     stop_tol: float = 1e-3  # nats
+    # guards against stopping right before a delayed transition (stopping.TRANSITION_SAFE; 0 / 0 / False: off)
+    stop_min_fraction: float = TRANSITION_SAFE.min_fraction  # no plateau stop before this fraction of the budget
+    stop_patience_growth: float = TRANSITION_SAFE.patience_growth  # patience >= this fraction of validations done
+    stop_trend: bool = TRANSITION_SAFE.trend  # no plateau stop while the training loss still falls
+    protocol: str = "fair"  # "fair": lr grid, validation selection, stopping; "reference": PROTOCOLS below
     pretrain_stopping: bool = False  # pretraining too stops at convergence (same rule); off: the presets' fixed steps
     val_samples: int = DEFAULT_VAL_SAMPLES
     eval_samples: int = 3200
@@ -196,6 +212,13 @@ class SweepConfig:
               f"lr_grid needs finite positive multiples, got {list(self.lr_grid)}")
         check(math.isfinite(self.stop_tol) and self.stop_tol >= 0, "stop_tol",
               f"stop_tol must be a finite number >= 0, got {self.stop_tol}")
+        for name in ("stop_min_fraction", "stop_patience_growth"):
+            check(0 <= getattr(self, name) <= 1, name, f"{name} must be in [0, 1], got {getattr(self, name)}")
+        check(self.protocol in PROTOCOLS, "protocol",
+              f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        check(self.protocol != "reference" or (not self.stopping and len(self.lr_grid) == 1), "protocol",
+              "protocol 'reference' trains fixed steps at one learning rate per method: give stopping=False "
+              "(--no-stopping) and lr_grid=(1,) (--lr-grid 1), or use SweepConfig.reference_protocol()")
         check(finite_positive(self.lora_alpha), "lora_alpha",
               f"lora_alpha must be a finite positive number, got {self.lora_alpha}")
         check(self.lora_scaling in LORA_SCALINGS, "lora_scaling",
@@ -342,9 +365,19 @@ class SweepConfig:
         return self._rule(self.pretrain_stopping)
 
     def _rule(self, on: bool):
-        from prefixlab.stopping import StopRule
+        return StopRule(self.patience, self.stop_tol, self.stop_min_fraction, self.stop_patience_growth,
+                        self.stop_trend) if on else None
 
-        return StopRule(self.patience, self.stop_tol) if on else None
+    @property
+    def tune_optim(self) -> OptimConfig:
+        """The tuning optimizer: AdamW without weight decay, clipped by the global norm (fair), or the reference's
+        (decay 0.01 on every tuned tensor, each tensor clipped on its own)."""
+        return REFERENCE_TUNING if self.protocol == "reference" else OptimConfig(weight_decay=0.0)
+
+    def reference_protocol(self) -> "SweepConfig":
+        """This sweep under the reference's protocol: its tuning optimizer, fixed `tune_steps`, one learning rate
+        per method (tune_lr, else each method's default)."""
+        return dataclasses.replace(self, protocol="reference", stopping=False, lr_grid=(1.0,))
 
     def method_groups(self) -> list:
         """[Method]: one compiled group each; each method class says which groups its sweep flags ask for."""
@@ -428,8 +461,9 @@ def load_config(run_dir) -> SweepConfig:
     try:
         schema.check({"sweep": schema.OBJECT}, stored, str(path))
         # a run directory from before a setting existed ran as it did then: LoRA at alpha / r, one learning rate per
-        # method, fixed steps
-        legacy = {"lora_scaling": "peft", "lr_grid": (1.0,), "stopping": False}
+        # method, fixed steps, the first stopping rule
+        legacy = {"lora_scaling": "peft", "lr_grid": (1.0,), "stopping": False, "stop_min_fraction": 0.0,
+                  "stop_patience_growth": 0.0, "stop_trend": False}
         return SweepConfig.from_dict({**legacy, **stored["sweep"]})
     except (schema.SchemaError, SweepError) as e:
         raise SweepError(str(e) if str(e).startswith(str(path)) else f"{path}: {e}",

@@ -145,6 +145,7 @@ def tune_group(
                        status="diverged" if bad else "ok", loss_curve=loss_curve(used))
             if trained and stopping is not None:
                 rec["val_curve"] = stopping.curve((si, ri))
+                rec["loss_falling_at_stop"] = bool(stopping.falling_at_stop[si, ri])
             if cross:
                 rec["cross_exact_match"] = {t: acc(em[si, ri]) for t, em in cross.items()}
             records.append(rec)

@@ -34,7 +34,8 @@ from prefixlab.sweep_config import COMPUTE_DTYPES, LR_DEFAULTS, SWEEP_PRESETS, p
 
 D = SweepConfig()  # the defaults
 # flag -> SweepConfig field, where the names differ; flags not here and not OPERATIONAL map to the same name
-FIELD_OF = {"prefix_init": "prefix_inits", "no_cross_eval": "cross_eval", "no_stopping": "stopping"}
+FIELD_OF = {"prefix_init": "prefix_inits", "no_cross_eval": "cross_eval", "no_stopping": "stopping",
+            "no_stop_trend": "stop_trend"}
 FLAG_OF = {field: flag for flag, field in FIELD_OF.items()}
 OPERATIONAL = ("out", "force", "resume", "quiet", "save_every", "distributed", "preset")  # how to run, not what
 
@@ -112,6 +113,19 @@ valid tasks: {T._valid_names()}; compose with '+', e.g. sort_asc+add1""",
                         "run stops (default: %(default)s)")
     p.add_argument("--stop-tol", type=float, default=D.stop_tol,
                    help="the validation-loss gain, in nats, that counts as an improvement (default: %(default)s)")
+    p.add_argument("--stop-min-fraction", type=float, default=D.stop_min_fraction,
+                   help="no plateau stop before this fraction of --tune-steps, so a late transition is not cut "
+                        "(default: %(default)s; 0 = the first rule)")
+    p.add_argument("--stop-patience-growth", type=float, default=D.stop_patience_growth,
+                   help="the patience is at least this fraction of the validations done (default: %(default)s)")
+    p.add_argument("--no-stop-trend", action="store_true",
+                   help="allow a plateau stop while the training loss is still falling beyond its noise (default: "
+                        "no such stop; each record says whether its loss was still falling at its stop)")
+    p.add_argument("--protocol", choices=("fair", "reference"), default=D.protocol,
+                   help="fair: --lr-grid selected on validation, runs stopped at convergence; reference: the "
+                        "reference's tuning optimizer (AdamW, weight decay 0.01 on the tuned tensors, each tensor "
+                        "clipped to norm 1), the full --tune-steps at one rate per method (needs --no-stopping "
+                        "--lr-grid 1) (default: %(default)s)")
     p.add_argument("--val-samples", type=int, default=D.val_samples,
                    help="validation-split samples for selection and stopping (default: %(default)s)")
     p.add_argument("--eval-samples", type=int, default=D.eval_samples, help="test-split samples per evaluation (default: %(default)s)")
@@ -143,7 +157,7 @@ valid tasks: {T._valid_names()}; compose with '+', e.g. sort_asc+add1""",
 
 
 # flag values SweepConfig does not take as they are (it takes comma strings for its lists)
-CONVERT = {"no_cross_eval": lambda v: not v, "no_stopping": lambda v: not v}
+CONVERT = {"no_cross_eval": lambda v: not v, "no_stopping": lambda v: not v, "no_stop_trend": lambda v: not v}
 
 
 def flag_of(field: str) -> str:

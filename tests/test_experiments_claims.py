@@ -79,7 +79,11 @@ def test_protocol_states_budget_stopping_rule_grid_and_steps_used():
     assert "fixed steps" in C.protocol(dataclasses.replace(config, stopping=False))
     matched = dataclasses.replace(config, methods=("prefix",), match_params=True, tune_lr={"prefix": (5e-3,),
                                                                                        "lora": (1e-2,)})
-    assert "lr prefix 0.005; lora 0.01," in C.protocol(matched)  # exp 4's LoRA comes from --match-params
+    assert "lr prefix 0.005; lora 0.01;" in C.protocol(matched)  # exp 4's LoRA comes from --match-params
+    assert "selected on validation" in how and "selected on validation" not in C.protocol(matched)  # one rate each
+    assert "none before 60% of the budget" in how  # the transition-safe rule says so
+    ref = C.protocol(matched.reference_protocol())
+    assert "fixed steps; the reference's optimizer (AdamW, decay 0.01" in ref
 
 
 def exp2_records(own=0.9, leak=0.0, seeds=2, inits=("normal", "sample_vocab")):

@@ -111,6 +111,12 @@ def test_pretraining_with_stopping_ends_each_seeds_curve_at_its_stop():
     fixed = pretrain_config(CFG, MIX, 40, 16, OptimConfig())
     stopped = pretrain_config(CFG, MIX, 40, 16, OptimConfig(), StopRule(patience=2), 512)
     assert "stopping" not in fixed and stopped["stopping"] == {"patience": 2, "tol": 1e-3, "val_samples": 512}
+    assert set(fixed["optim"]) == {"lr", "b1", "b2", "weight_decay", "clip"}  # the keys made before the options
+    from prefixlab.stopping import TRANSITION_SAFE
+
+    safe = pretrain_config(CFG, MIX, 40, 16, OptimConfig(), TRANSITION_SAFE, 512)["stopping"]
+    assert safe == {"patience": 4, "tol": 1e-3, "min_fraction": 0.6, "patience_growth": 0.25, "trend": True,
+                    "val_samples": 512}
 
 
 def test_reference_tuning_optimizer_clips_each_tensor_and_decays_every_tensor():

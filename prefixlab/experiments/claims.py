@@ -91,6 +91,11 @@ def protocol(config, records=()) -> str:
     rule = config.stop_rule
     stop = (f"stopped at 100 % validation exact match or after {rule.patience} validations without a "
             f"{rule.tol:g}-nat loss gain" if rule else "fixed steps")
+    if rule and (rule.min_fraction or rule.patience_growth or rule.trend):
+        stop += (f" (none before {rule.min_fraction:.0%} of the budget, patience ≥ {rule.patience_growth:.0%} of "
+                 f"the validations done{', none while the training loss still falls' if rule.trend else ''})")
+    if config.protocol == "reference":
+        stop += "; the reference's optimizer (AdamW, decay 0.01 on the tuned tensors, per-tensor clipping at 1.0)"
     # the groups the sweep runs, so a --match-params LoRA counts though it is not in `methods`
     tuned = [m for m in dict.fromkeys(g.name for g in config.method_groups()) if m not in ("none", "prompt")]
     lrs = "; ".join(f"{m} {'/'.join(f'{v:g}' for v in config.learning_rates(m))}" for m in tuned)
@@ -98,5 +103,6 @@ def protocol(config, records=()) -> str:
             and r.get("steps_used") is not None]
     steps = f", used {min(used)}–{max(used)}" if used else ""
     return (f"{config.model}, pretrained {config.pretrain_steps} steps on {config.pretrain}; tuned ≤ "
-            f"{config.tune_steps} steps{steps}, {stop}; lr {lrs or '-'}, selected on validation; "
+            f"{config.tune_steps} steps{steps}, {stop}; lr {lrs or '-'}"
+            f"{', selected on validation' if any(len(config.learning_rates(m)) > 1 for m in tuned) else ''}; "
             f"{config.seeds} seeds, {config.eval_samples} test samples")
