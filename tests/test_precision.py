@@ -51,6 +51,7 @@ def test_compute_dtype_is_checked():
         SweepConfig(compute_dtype="int8")
 
 
+@pytest.mark.slow  # docs/performance.md: the slow run
 def test_experiment1_verdicts_and_figures_agree_in_bfloat16(tmp_path):
     """Experiment 1 at tiny size, 3 seeds each (scripts/parity.py runs it at paper-exp1 size): the same verdicts,
     and every (task, method)'s bf16 mean loss and accuracies inside the f32 seeds' 95 % interval (widened by 1 pp

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from prefixlab.processes import agree, put, to_host
 
 SWEEP = Path(__file__).resolve().parent.parent / "scripts" / "sweep.py"
@@ -32,6 +34,7 @@ def test_single_process_helpers_are_plain():
     np.testing.assert_array_equal(to_host(put(x, jax.sharding.SingleDeviceSharding(jax.devices()[0]))), x)
 
 
+@pytest.mark.slow  # docs/performance.md: the slow run
 def test_two_processes_give_the_single_process_results(tmp_path, reference_sweep):
     env = {**os.environ, "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{_free_port()}", "JAX_NUM_PROCESSES": "2"}
     cmd = [sys.executable, str(SWEEP), *FLAGS, "--out", str(tmp_path / "two"), "--cache-dir", str(tmp_path / "cache2"),

@@ -152,6 +152,7 @@ def _comparable(records):
     return [{k: v for k, v in r.items() if k != "wall_s"} for r in records]
 
 
+@pytest.mark.slow  # docs/performance.md: the slow run
 def test_sigkill_and_resume_equals_uninterrupted(tmp_path):
     args = ["--model", "tiny", "--pretrain", "add1", "--tasks", "add1,sort_asc", "--methods", "none,prefix,lora",
             "--pretrain-steps", "120", "--tune-steps", "120", "--chunk", "10", "--seeds", "2", "--prefix-lengths",
@@ -200,6 +201,7 @@ def test_resume_refuses_a_flag_that_differs(tmp_path):
     assert same.returncode == 0 and "already done" in same.stdout
 
 
+@pytest.mark.slow  # docs/performance.md: the slow run
 def test_eight_devices_match_one(tmp_path):
     args = [*TINY, "--tasks", "add1", "--methods", "none,prefix,lora", "--prefix-lengths", "1,2,3", "--lr-grid", "1,10",
             "--chunk", "5"]  # validations after steps 5 and 10, with 6 runs padded to the 8 devices
