@@ -152,11 +152,12 @@ def load_run(out) -> Run:
         raise S.SchemaError(f"{out / 'config.json'}, model_config: {e}") from None
     _, abstract = abstract_model(cfg)
     like = {"params": abstract, "losses": jax.ShapeDtypeStruct((config["pretrain_steps"],), jnp.float32)}
-    seeds = [s for s in range(config["seeds"]) if ckpt.exists(out / "ckpt" / "base" / f"seed-{s}")]
+    base_of = (lambda s: 0) if config.get("shared_base") else (lambda s: s)  # one base for every seed
+    seeds = [s for s in range(config["seeds"]) if ckpt.exists(out / "ckpt" / "base" / f"seed-{base_of(s)}")]
     if not seeds:
         raise ckpt.CheckpointError(f"{out / 'ckpt' / 'base'}: no base checkpoint (the sweep has not pretrained one, "
                                    "or every base diverged)")
-    bases = [ckpt.restore(out / "ckpt" / "base" / f"seed-{s}", like)["params"] for s in seeds]
+    bases = [ckpt.restore(out / "ckpt" / "base" / f"seed-{base_of(s)}", like)["params"] for s in seeds]
     return Run(out, config, cfg, seeds, jax.tree.map(lambda *xs: jnp.stack(xs), *bases))
 
 

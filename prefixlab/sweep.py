@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from prefixlab import checkpoint as ckpt
@@ -147,8 +148,16 @@ def _sweep(config, run_dir, manifest, done_groups, resume, progress, save_every,
 
     t0 = time.perf_counter()
     _, base_E, losses_EU, wall_E, cached, pre_used_E = load_or_pretrain(
-        Path(config.cache_dir), seeds=seeds, chunk=config.chunk, progress=progress, save_every_s=save_every,
-        log=log, copy_to=real_dir(inside(run_dir, "ckpt/base")) if writer else None, **_base_settings(config))
+        Path(config.cache_dir), seeds=config.base_seeds, chunk=config.chunk, progress=progress,
+        save_every_s=save_every, log=log, copy_to=real_dir(inside(run_dir, "ckpt/base")) if writer else None,
+        **_base_settings(config))
+    if config.shared_base:  # one base, the same for every seed's runs; its pretraining time counted once
+        log(f"one base (seed 0) shared by seeds {seeds}")
+        wall_E = np.concatenate([wall_E, np.zeros(len(seeds) - 1)])
+        base_E, losses_EU, pre_used_E = jax.tree.map(lambda x: np.repeat(np.asarray(x), len(seeds), axis=0)
+                                                     if isinstance(x, np.ndarray) else
+                                                     jnp.repeat(x, len(seeds), axis=0),
+                                                     (base_E, losses_EU, np.asarray(pre_used_E)))
     pre_loss_E = np.array([final_loss(losses_EU[e, :pre_used_E[e]]) for e in range(len(seeds))])
     diverged_E = np.array([not is_finite(jax.tree.map(lambda x: x[e], base_E), losses_EU[e, :pre_used_E[e]])
                            for e in range(len(seeds))])

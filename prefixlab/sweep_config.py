@@ -85,7 +85,7 @@ SCALAR_KINDS = {**dict.fromkeys(("pretrain_steps", "batch_size", "seeds", "tune_
                 **dict.fromkeys(("lr", "lora_alpha", "stop_tol", "stop_min_fraction", "stop_patience_growth"),
                                 schema.NUMBER),
                 **dict.fromkeys(("match_params", "prefix_projection", "stopping", "pretrain_stopping", "cross_eval",
-                                 "stop_trend"), schema.BOOL),
+                                 "stop_trend", "shared_base"), schema.BOOL),
                 **dict.fromkeys(("model", "lora_scaling", "soft_prompt_init", "compute_dtype", "protocol"), schema.STR),
                 "variant": schema.optional(schema.STR), "cache_dir": _PATH}
 
@@ -160,6 +160,7 @@ class SweepConfig:
     stop_trend: bool = TRANSITION_SAFE.trend  # no plateau stop while the training loss still falls
     protocol: str = "fair"  # "fair": lr grid, validation selection, stopping; "reference": PROTOCOLS below
     pretrain_stopping: bool = False  # pretraining too stops at convergence (same rule); off: the presets' fixed steps
+    shared_base: bool = False  # every seed tunes on base seed 0 (the reference pretrained one base); off: one each
     val_samples: int = DEFAULT_VAL_SAMPLES
     eval_samples: int = 3200
     chunk: int = 250
@@ -367,6 +368,11 @@ class SweepConfig:
     def _rule(self, on: bool):
         return StopRule(self.patience, self.stop_tol, self.stop_min_fraction, self.stop_patience_growth,
                         self.stop_trend) if on else None
+
+    @property
+    def base_seeds(self) -> list[int]:
+        """The seeds whose bases are pretrained: all of them, or only seed 0 when they share one base."""
+        return [0] if self.shared_base else list(range(self.seeds))
 
     @property
     def tune_optim(self) -> OptimConfig:

@@ -108,6 +108,9 @@ valid tasks: {T._valid_names()}; compose with '+', e.g. sort_asc+add1""",
     p.add_argument("--pretrain-stopping", action="store_true",
                    help="pretraining too stops at convergence on the pretraining mixture's validation split, by the "
                         "same rule, within --pretrain-steps (default: off, the fixed steps of the papers' protocols)")
+    p.add_argument("--shared-base", action="store_true",
+                   help="pretrain one base (seed 0) and tune every seed's runs on it, as the reference did for its "
+                        "experiments 3 and 4 (default: one base per seed)")
     p.add_argument("--patience", type=int, default=D.patience,
                    help="validations (one per --chunk steps) without a validation-loss gain of --stop-tol before a "
                         "run stops (default: %(default)s)")

@@ -6,6 +6,8 @@ import sys
 import time
 from pathlib import Path
 
+import jax
+import numpy as np
 import pytest
 
 from prefixlab.sweep import SweepConfig
@@ -236,3 +238,23 @@ def test_preset_sets_defaults_that_explicit_flags_override():
     assert (config.pretrain_steps, config.seeds, config.model) == (2000, 3, "paper-exp1")
     plain = script.parse_flags(script.build_parser(), [])
     assert SweepConfig(**script.config_fields(vars(plain))) == SweepConfig()  # no preset: the defaults
+
+
+def test_a_shared_base_is_pretrained_once_and_tuned_on_by_every_seed(tmp_path):
+    from prefixlab.analysis import load_run
+    from prefixlab.sweep import run_sweep
+
+    config = SweepConfig(model="tiny", pretrain="add1", tasks=("add1",), methods=("none", "prefix"), seeds=2,
+                         pretrain_steps=30, tune_steps=10, eval_samples=40, lr_grid=(1.0,), shared_base=True,
+                         cache_dir=str(tmp_path / "cache"))
+    recs = run_sweep(config, tmp_path / "run", progress=False, log=lambda *a, **k: None)
+    assert sorted(p.name for p in (tmp_path / "run" / "ckpt" / "base").iterdir()) == ["seed-0"]
+    base = [r for r in recs if r["method"] == "none"]
+    assert len(base) == 2 and base[0]["exact_match"] == base[1]["exact_match"]  # one base, scored twice
+    assert [r["wall_s"] > 0 for r in sorted(base, key=lambda r: r["seed"])] == [True, False]  # counted once
+    tuned = {r["seed"]: r["final_loss"] for r in recs if r["method"] == "prefix"}
+    assert tuned[0] != tuned[1]  # each seed's runs are its own
+    run = load_run(tmp_path / "run")
+    assert run.seeds == [0, 1]
+    for leaf0, leaf1 in zip(jax.tree.leaves(run.base(0)), jax.tree.leaves(run.base(1))):
+        np.testing.assert_array_equal(leaf0, leaf1)
