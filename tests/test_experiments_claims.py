@@ -137,6 +137,8 @@ def test_exp4_verdict_names_the_parameter_counts():
     assert c.verdict and c.statement == "exp4: double_hist, prefix P=12 (1,536 params) vs LoRA o,fc,proj (1,500 params)"
     (c,) = exp3.claims_exp4([dict(r, exact_match=0.5) for r in recs], "tiny")
     assert c.verdict is False
+    (c,) = exp3.claims_exp4(recs, "tiny", "exp4-reference")
+    assert c.statement.startswith("exp4 (the reference's protocol): double_hist") and "reference's optimizer" in c.protocol
 
 
 def test_extended_verdict_counts_the_tuned_tasks():
@@ -167,7 +169,13 @@ def test_theory_summary_claims():
 def test_every_section_has_valid_sweep_configs(profile):
     configs = {**exp1.configs(profile), **exp2.configs(profile), **exp3.configs(profile),
                **exp3.configs_exp4(profile), **extended.configs(profile)}
-    assert set(configs) == {"exp1", "exp2", "exp3", "exp3-soft", "exp4", "extended"}
+    assert set(configs) - {"exp4-reference"} == {"exp1", "exp2", "exp3", "exp3-soft", "exp4", "extended"}
+    if "exp4-reference" in configs:  # the same sweep under the reference's protocol
+        ref = configs["exp4-reference"]
+        assert ref.protocol == "reference" and ref.stop_rule is None and ref.tune_optim.clip_per_tensor
+        assert dataclasses.replace(ref, protocol="fair", stopping=True, lr_grid=configs["exp4"].lr_grid,
+                                   tune_lr=configs["exp4"].tune_lr) == configs["exp4"]
+    assert configs["exp3"].shared_base == configs["exp4"].shared_base == (profile == "paper")
     assert all(isinstance(c, SweepConfig) for c in configs.values())
     assert SweepConfig.from_json(configs["exp2"].to_json()) == configs["exp2"]
     assert configs["exp3"].seeds == PROFILES[profile]["seeds"] and not math.isnan(configs["exp4"].lora_alpha)

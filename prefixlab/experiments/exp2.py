@@ -26,7 +26,7 @@ def configs(profile: str) -> dict[str, SweepConfig]:
     return {"exp2": SweepConfig(model=model, pretrain=MIX, tasks=MIX, methods=("none", "prompt", "soft_prompt", "prefix"),
                                 prefix_lengths=(1,), tune_lr={"prefix": (5e-3,)}, prefix_inits=tuple(prof["exp2_inits"]),
                                 pretrain_steps=pre, tune_steps=tune, seeds=prof["seeds"], eval_samples=prof["eval"],
-                                lr_grid=prof["lr_grid"])}
+                                lr_grid=prof["lr_grid"], shared_base=prof.get("shared_base", False))}
 
 
 def claims(records, profile: str) -> list[Claim]:
