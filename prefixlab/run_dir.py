@@ -107,11 +107,6 @@ def start_dirs(paths: dict) -> list[Path]:
     return created
 
 
-def check_writable(path: Path, field: str) -> None:
-    """Creates `path` as a directory if needed and checks that files can be written in it, or raises SweepError."""
-    start_dirs({field: path})
-
-
 def output_file_problem(path) -> str | None:
     """Why a result file cannot be written at `path` (checked before computing), or None."""
     path = Path(path)
