@@ -109,6 +109,8 @@ def _legacy_method(tag: str, config: dict):
                           scaling=config.get("lora_scaling", "peft"))
     if name in ("soft_prompt", "prefix") and "-" in tag:
         return get_method(name, init_mode=tag.split("-", 1)[1])
+    if name == "prefix":  # an untagged prefix was the reference's N(0, 1) init
+        return get_method(name, init_mode="normal")
     if name == "prefix_kv":
         return get_method(name, projection=tag.endswith("-projection"))
     return get_method(name)

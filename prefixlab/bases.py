@@ -42,8 +42,28 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("PREFIXLAB_CACHE", DEFAULT_CACHE))
 
 
+@dataclasses.dataclass(frozen=True)
+class BaseSpec:
+    """What decides a pretrained base (with its seed): the cache keys an entry by it (`pretrain_config`).
+    stop_rule: a `stopping.StopRule`: each seed pretrains until it converges on `val_samples` validation inputs of the
+    mixture, within the `steps` budget (None: exactly `steps`)."""
+
+    cfg: ModelConfig
+    mixture: Mixture
+    steps: int
+    batch_size: int = 64
+    optim: OptimConfig = OptimConfig()
+    stop_rule: object = None
+    val_samples: int = DEFAULT_VAL_SAMPLES
+
+    def key(self) -> dict:
+        """The cache key's content (`pretrain_config`)."""
+        return pretrain_config(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+
+
 def pretrain_config(cfg: ModelConfig, mixture: Mixture, steps: int, batch_size: int, optim: OptimConfig,
                     stop_rule=None, val_samples: int = DEFAULT_VAL_SAMPLES) -> dict:
+    """The cache key's content: a `BaseSpec`'s fields, as stored in an entry's config.json."""
     model_config = dataclasses.asdict(cfg)
     if model_config["compute_dtype"] is None:  # keeps the keys of entries made before the field existed
         del model_config["compute_dtype"]
@@ -63,17 +83,14 @@ def base_dir(cache: Path, config: dict) -> Path:
     return Path(cache) / f"base-{ckpt.content_hash(config)}"
 
 
-def load_or_pretrain(cache: Path, cfg: ModelConfig, mixture: Mixture, seeds: list[int], steps: int,
-                     batch_size: int = 64, optim: OptimConfig = OptimConfig(), chunk: int = 250,
-                     progress: bool = True, save_every_s: float = 60.0, log=print, copy_to: Path | None = None,
-                     stop_rule=None, val_samples: int = DEFAULT_VAL_SAMPLES):
+def load_or_pretrain(cache: Path, spec: BaseSpec, seeds: list[int], *, chunk: int = 250, progress: bool = True,
+                     save_every_s: float = 60.0, log=print, copy_to: Path | None = None):
     """Bases for `seeds`, from the cache where present, pretrained (and stored) otherwise; `copy_to`: a directory
     that also receives each seed's checkpoint (a run directory's ckpt/base, so it stands on its own).
-    stop_rule: a `stopping.StopRule`: each seed pretrains until it converges on `val_samples` validation inputs of
-    the mixture, within the `steps` budget (None: exactly `steps`).
     Returns (graphdef, params_E, losses_EU (NaN after a seed's stop), wall_E (pretraining seconds per seed), cached
     seeds, steps_used_E)."""
-    config = pretrain_config(cfg, mixture, steps, batch_size, optim, stop_rule, val_samples)
+    config = spec.key()
+    cfg, mixture, steps = spec.cfg, spec.mixture, spec.steps
     entry = base_dir(cache, config).name
     at = lambda name: inside(cache, f"{entry}/{name}", "base cache")  # nothing outside the cache root
     root = at("train.lock").parent
@@ -104,10 +121,10 @@ def load_or_pretrain(cache: Path, cfg: ModelConfig, mixture: Mixture, seeds: lis
             # no chunk state: they would have to restore it together)
             resume = (None if is_multi() else
                       ckpt.ChunkCheckpoint(at(f"seed-{'-'.join(map(str, missing))}.partial"), save_every_s))
-            stopping = (None if stop_rule is None else
-                        EarlyStopping(stop_rule, make_validator(base_builder(graphdef), mixture, val_samples)))
-            _, params_E, losses_EU, wall = pretrain(cfg, mixture, missing, steps, batch_size, optim, chunk, progress,
-                                                    resume=resume, stopping=stopping)
+            stopping = (None if spec.stop_rule is None else
+                        EarlyStopping(spec.stop_rule, make_validator(base_builder(graphdef), mixture, spec.val_samples)))
+            _, params_E, losses_EU, wall = pretrain(cfg, mixture, missing, steps, spec.batch_size, spec.optim, chunk,
+                                                    progress, resume=resume, stopping=stopping)
             for i, s in enumerate(missing):
                 params = jax.tree.map(lambda x: x[i], params_E)
                 used = steps if stopping is None else int(stopping.stop_step[i])

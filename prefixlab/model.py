@@ -2,14 +2,16 @@
 
 The residual stream is ``[P context slots] ++ [T content tokens]``. Content tokens get learned position
 embeddings 0..T-1 whatever P is, and context slots get none, so a context of length p padded to P with masked
-slots computes exactly what the length-p context computes. A `Context` says what fills the slots:
+slots computes exactly what the length-p context computes. A `Context` is a list of terms (`ContextTerm`); three
+are built in, from its fields:
 
   embeds_PD          input-layer embeddings (soft prompt; a hard prompt is its token embeddings)
   layer_inputs_LPD   at every layer, the attention-block input at the slots is replaced (reference prefix)
   keys_LPHK/values_  at every layer, the slots' attention keys and values are given (PEFT prefix)
 
-Masked (invalid) slots are never attended to. Only content positions produce logits.
-Decoding uses a key/value cache over the whole stream with fixed shapes (`prefill` + `decode_step`).
+and a method adds its own kind as a term in `Context.terms`. Masked (invalid) slots are never attended to. Only
+content positions produce logits. The full forward pass, `prefill` and cached decoding (`decode_step`) run the same
+per-block code (`Block.__call__`, one mask `_allowed`), so every term reaches all three alike.
 """
 
 from __future__ import annotations
@@ -30,20 +32,95 @@ LN_EPS = 1e-5
 NEG_INF = -1e30
 
 
+@dataclasses.dataclass(frozen=True)
+class Span:
+    """The rows a block computes: `slots` context slots (static: P in a full pass, 0 when decoding) and then content
+    positions from `content_start`; `start` is the first row's stream index (traced when decoding)."""
+
+    slots: int
+    start: jax.Array | int
+    content_start: jax.Array | int
+
+
+class ContextTerm:
+    """One way a context enters the model. Each hook gets the rows being computed -- the whole stream (forward pass,
+    prefill) or one new position (cached decoding), as `at` says -- so a term reaches all three alike. A subclass is a
+    `jax.tree_util.register_dataclass` dataclass of arrays (no batch axis) and overrides the hooks it needs."""
+
+    def slots(self, slots_BPD):
+        """The slots' input embeddings (the full stream only: decoding finds the slots in the cache)."""
+        return slots_BPD
+
+    def layer_input(self, layer: int, x_BQD, at: Span):
+        """Block `layer`'s input rows."""
+        return x_BQD
+
+    def keys_values(self, layer: int, k_BQHK, v_BQHK, at: Span):
+        """Block `layer`'s attention keys and values of the rows (before they join the cache)."""
+        return k_BQHK, v_BQHK
+
+
+def _over_batch(a, B: int, dtype):
+    return jnp.broadcast_to(a, (B, *a.shape)).astype(dtype)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class SlotEmbeddings(ContextTerm):
+    embeds_PD: jax.Array
+
+    def slots(self, slots_BPD):
+        return jnp.broadcast_to(self.embeds_PD.astype(slots_BPD.dtype), slots_BPD.shape)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class SlotLayerInputs(ContextTerm):
+    layer_inputs_LPD: jax.Array
+
+    def layer_input(self, layer, x_BQD, at):
+        if not at.slots:
+            return x_BQD
+        B, P, D = x_BQD.shape[0], at.slots, x_BQD.shape[-1]
+        return x_BQD.at[:, :P].set(jnp.broadcast_to(self.layer_inputs_LPD[layer].astype(x_BQD.dtype), (B, P, D)))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class SlotKeysValues(ContextTerm):
+    keys_LPHK: jax.Array
+    values_LPHK: jax.Array
+
+    def keys_values(self, layer, k_BQHK, v_BQHK, at):
+        if not at.slots:
+            return k_BQHK, v_BQHK
+        B, P = k_BQHK.shape[0], at.slots
+        return (k_BQHK.at[:, :P].set(_over_batch(self.keys_LPHK[layer], B, k_BQHK.dtype)),
+                v_BQHK.at[:, :P].set(_over_batch(self.values_LPHK[layer], B, v_BQHK.dtype)))
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class Context:
-    """What fills the P context slots; arrays are per run (no batch axis)."""
+    """What fills the P context slots, and how the context enters the model; arrays are per run (no batch axis).
+    `terms`: further kinds (ContextTerm), applied after the built-in ones."""
 
     valid_P: jax.Array
     embeds_PD: jax.Array | None = None
     layer_inputs_LPD: jax.Array | None = None
     keys_LPHK: jax.Array | None = None
     values_LPHK: jax.Array | None = None
+    terms: tuple = ()
 
     @property
     def length(self) -> int:
         return self.valid_P.shape[-1]
+
+    def all_terms(self) -> tuple[ContextTerm, ...]:
+        built_in = ((SlotEmbeddings(self.embeds_PD),) if self.embeds_PD is not None else ()) + (
+            (SlotLayerInputs(self.layer_inputs_LPD),) if self.layer_inputs_LPD is not None else ()) + (
+            (SlotKeysValues(self.keys_LPHK, self.values_LPHK),) if self.keys_LPHK is not None else ())
+        return built_in + tuple(self.terms)
 
 
 class Linear(nnx.Module):
@@ -197,35 +274,34 @@ class Block(nnx.Module):
         m_BQD = _dropout(self.mlp(self._ln(self.ln2, x_BQD)), cfg.dropout, drop_keys[1])
         return x_BQD + m_BQD if cfg.residual_mlp else m_BQD
 
-    def __call__(self, x_BSD, allowed_SS, kv_override=None, drop_key=None, q_from: int = 0):
-        """One block over the stream. kv_override = (k_PHK, v_PHK) for the first P slots. Keys and values come
-        from every position; queries (and so the output) only from positions q_from.. (static)."""
+    def __call__(self, x_BQD, allowed_QS, at: Span | None = None, terms=(), layer: int = 0, cache_kv=None,
+                 drop_key=None, q_from: int = 0):
+        """One block over rows `at` of the stream (default: all of it, no context): the context `terms` change its
+        input and its keys and values; with `cache_kv` (decoding) the rows' keys and values are written into the
+        cache at their stream index and attention reads the cache, else it reads the rows' own. Queries (and so the
+        output) only from rows q_from.. (static). Returns the output and (keys, values, attention probabilities)."""
+        at = at or Span(0, 0, 0)
+        for term in terms:
+            x_BQD = term.layer_input(layer, x_BQD, at)
         keys = _split_key(drop_key, 3)
-        q, k, v = self.attn.qkv(self._ln(self.ln1, x_BSD))
-        if kv_override is not None:
-            k_PHK, v_PHK = kv_override
-            P, B = k_PHK.shape[0], x_BSD.shape[0]
-            k = k.at[:, :P].set(jnp.broadcast_to(k_PHK, (B, *k_PHK.shape)).astype(k.dtype))
-            v = v.at[:, :P].set(jnp.broadcast_to(v_PHK, (B, *v_PHK.shape)).astype(v.dtype))
-        a, probs = self.attn.attend(q[:, q_from:], k, v, allowed_SS[q_from:], keys[2])
-        return self._finish(x_BSD[:, q_from:], a, keys[:2]), (k, v, probs)
-
-    def decode(self, x_B1D, cache_kv, idx, allowed_1S):
-        """One new position at stream index `idx`; writes its key/value into the cache."""
-        q, k, v = self.attn.qkv(self._ln(self.ln1, x_B1D))
-        k_cache, v_cache = cache_kv
-        k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k, idx, axis=1)
-        v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v, idx, axis=1)
-        a, _ = self.attn.attend(q, k_cache, v_cache, allowed_1S, None)
-        return self._finish(x_B1D, a, (None, None)), (k_cache, v_cache)
+        q, k, v = self.attn.qkv(self._ln(self.ln1, x_BQD))
+        for term in terms:
+            k, v = term.keys_values(layer, k, v, at)
+        if cache_kv is not None:
+            k = jax.lax.dynamic_update_slice_in_dim(cache_kv[0], k, at.start, axis=1)
+            v = jax.lax.dynamic_update_slice_in_dim(cache_kv[1], v, at.start, axis=1)
+        a, probs = self.attn.attend(q[:, q_from:], k, v, allowed_QS[q_from:], keys[2])
+        return self._finish(x_BQD[:, q_from:], a, keys[:2]), (k, v, probs)
 
 
-def _allowed(P, S, valid_P, causal):
-    """(S, S) bool: query i may attend to key j. Context keys only if valid; every query sees itself."""
-    i = jnp.arange(S)[:, None]
+def _allowed(query_pos_Q, S, valid_P, causal):
+    """(Q, S) bool: the query at stream index query_pos_Q[i] may attend to key j. Context keys only if valid; every
+    query sees itself."""
+    i = jnp.reshape(query_pos_Q, (-1, 1))
     j = jnp.arange(S)[None, :]
+    P = valid_P.shape[-1]
     key_ok = jnp.concatenate([valid_P.astype(bool), jnp.ones((S - P,), bool)])[None, :]
-    order_ok = (j <= i) if causal else jnp.ones((S, S), bool)
+    order_ok = (j <= i) if causal else jnp.ones((i.shape[0], S), bool)
     return (order_ok & key_ok) | (i == j)
 
 
@@ -252,6 +328,25 @@ class Transformer(nnx.Module):
     def _logits(self, x):
         return self.head(x if self.ln_f is None else self.ln_f(x))
 
+    # -- the blocks, for the full forward pass and cached decoding alike ------------------------------------
+    def _blocks(self, x_BQD, at: Span, allowed_QS, ctx: Context | None, cache=None, drop_keys=None,
+                keep_from: int = 0, collect: bool = False, barrier: bool = True):
+        """Every block over rows `at`, each context term applied in it (Block.__call__); cache: per-layer (k, v)
+        that the rows join (decoding). Returns the last block's output and per-layer (k, v, probabilities)."""
+        terms = () if ctx is None else ctx.all_terms()
+        last = self.cfg.n_layer - 1
+        per_layer = []
+        for l, block in enumerate(self.blocks):
+            if barrier:
+                # Materialise the residual stream between blocks, or XLA on CPU recomputes the earlier blocks inside
+                # each backward transpose (docs/performance.md).
+                x_BQD = jax.lax.optimization_barrier(x_BQD)
+            x_BQD, aux = block(x_BQD, allowed_QS, at, terms, l, None if cache is None else cache[l],
+                               None if drop_keys is None else drop_keys[l], keep_from if l == last else 0)
+            if collect:
+                per_layer.append(aux)
+        return x_BQD, per_layer
+
     # -- full forward ---------------------------------------------------------------------------------------
     def stream(self, tokens_BT, ctx: Context | None = None, dropout_key=None, collect=False, keep_from: int = 0):
         """Runs the blocks over [context slots, content]. Returns the final stream (B, P+T-keep_from, D) at stream
@@ -267,24 +362,12 @@ class Transformer(nnx.Module):
         P = 0 if ctx is None else ctx.length
         if P:
             slots_BPD = jnp.zeros((B, P, cfg.d_model), x.dtype)
-            if ctx.embeds_PD is not None:
-                slots_BPD = jnp.broadcast_to(ctx.embeds_PD.astype(x.dtype), (B, P, cfg.d_model))
+            for term in ctx.all_terms():
+                slots_BPD = term.slots(slots_BPD)
             x = jnp.concatenate([slots_BPD, x], axis=1)
         valid_P = jnp.ones((0,), bool) if ctx is None else ctx.valid_P
-        allowed_SS = _allowed(P, P + T, valid_P, cfg.causal)
-        per_layer = []
-        for l, block in enumerate(self.blocks):
-            # Materialise the residual stream between blocks, or XLA on CPU recomputes the earlier blocks inside
-            # each backward transpose (docs/performance.md).
-            x = jax.lax.optimization_barrier(x)
-            kv = None
-            if P and ctx.layer_inputs_LPD is not None:
-                x = x.at[:, :P].set(jnp.broadcast_to(ctx.layer_inputs_LPD[l].astype(x.dtype), (B, P, cfg.d_model)))
-            if P and ctx.keys_LPHK is not None:
-                kv = (ctx.keys_LPHK[l], ctx.values_LPHK[l])
-            x, aux = block(x, allowed_SS, kv, keys[l], keep_from if l == cfg.n_layer - 1 else 0)
-            if collect:
-                per_layer.append(aux)
+        allowed_SS = _allowed(jnp.arange(P + T), P + T, valid_P, cfg.causal)
+        x, per_layer = self._blocks(x, Span(P, 0, 0), allowed_SS, ctx, None, keys, keep_from, collect)
         return jax.lax.optimization_barrier(x), per_layer, P
 
     def slot_layer_inputs(self, embeds_PD):
@@ -293,7 +376,7 @@ class Transformer(nnx.Module):
         soft prompt `embeds_PD` whatever the input is, and slot i depends only on slots 0..i."""
         P = embeds_PD.shape[0]
         x = embeds_PD[None]
-        allowed_PP = _allowed(P, P, jnp.ones((P,), bool), self.cfg.causal)
+        allowed_PP = _allowed(jnp.arange(P), P, jnp.ones((P,), bool), self.cfg.causal)
         inputs = []
         for block in self.blocks:
             inputs.append(x[0])
@@ -323,15 +406,11 @@ class Transformer(nnx.Module):
         S = cache[0][0].shape[1]
         idx = P + content_pos
         x = self.embed(token_B[:, None], jnp.reshape(content_pos, (1,)))
-        j = jnp.arange(S)
-        valid_P = jnp.ones((0,), bool) if ctx is None else ctx.valid_P.astype(bool)
-        key_ok = jnp.concatenate([valid_P, jnp.ones((S - P,), bool)])
-        allowed_1S = (((j <= idx) if self.cfg.causal else True) & key_ok) | (j == idx)
-        new_cache = []
-        for block, kv in zip(self.blocks, cache):
-            x, kv = block.decode(x, kv, idx, allowed_1S[None])
-            new_cache.append(kv)
-        return self._logits(x)[:, 0], new_cache
+        valid_P = jnp.ones((0,), bool) if ctx is None else ctx.valid_P
+        allowed_1S = _allowed(jnp.reshape(idx, (1,)), S, valid_P, self.cfg.causal)
+        x, per_layer = self._blocks(x, Span(0, idx, content_pos), allowed_1S, ctx, cache, collect=True,
+                                    barrier=False)
+        return self._logits(x)[:, 0], [(k, v) for k, v, _ in per_layer]
 
 
 def abstract_model(cfg: ModelConfig):

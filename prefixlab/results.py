@@ -1,4 +1,5 @@
-"""Result records: JSON lines written one whole line at a time, CSV, and a grouped summary table."""
+"""Result records (prefixlab/record.py): JSON lines written one whole line at a time, CSV, and a summary table with
+one row per group and context length."""
 
 from __future__ import annotations
 
@@ -11,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from prefixlab import record as R
 from prefixlab import schema as S
 from prefixlab.safe_paths import append_bytes, replace_bytes
-
-GROUP_KEYS = ("task", "method", "init", "context_len", "lora_rank", "lora_targets")
 
 
 def append_jsonl(path: Path, records: dict | list[dict]) -> None:
@@ -24,33 +24,19 @@ def append_jsonl(path: Path, records: dict | list[dict]) -> None:
     append_bytes(path, "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in records).encode())
 
 
-# what summaries, tables and plots read from every record, and of what kind
-REQUIRED_FIELDS = ("task", "method", "context_len", "lora_rank", "lr", "steps", "trainable_params", "exact_match",
-                   "token_accuracy", "wall_s")
-RECORD_KINDS = {"task": S.STR, "method": S.STR, "context_len": S.optional(S.INT), "lora_rank": S.optional(S.INT),
-                "lr": S.optional(S.NUMBER), "steps": S.optional(S.INT), "trainable_params": S.INT,
-                "exact_match": S.optional(S.NUMBER), "token_accuracy": S.optional(S.NUMBER),
-                "wall_s": S.optional(S.NUMBER),
-                # optional: older run directories lack some
-                "group": S.STR, "seed": S.INT, "selected": S.BOOL, "status": S.STR, "steps_used": S.optional(S.INT),
-                "init": S.optional(S.STR), "lora_targets": S.optional(S.STR),
-                "cross_exact_match": S.object_of(S.optional(S.NUMBER)), "loss_curve": S.list_of(S.optional(S.NUMBER))}
-OPTIONAL_FIELDS = tuple(k for k in RECORD_KINDS if k not in REQUIRED_FIELDS)
-
-
 def check_record(record, where: str, need_group: bool = False) -> dict:
-    """`record` if it has REQUIRED_FIELDS (and `group`, for resume) of the right kinds, else ValueError naming
-    `where` (file and line) and the field."""
+    """`record` if it has record.REQUIRED (and `group`, for resume) and every field of record.KINDS it has is of its
+    kind, else ValueError naming `where` (file and line) and the field. A method's own columns are not checked."""
     if not isinstance(record, dict):
         raise S.SchemaError(f"{where}: a {type(record).__name__}, not a record object")
-    missing = [k for k in REQUIRED_FIELDS + (("group",) if need_group else ()) if k not in record]
+    missing = [k for k in R.REQUIRED + (("group",) if need_group else ()) if k not in record]
     if missing:
         raise S.SchemaError(f"{where}: record without {', '.join(missing)}")
-    return S.check(RECORD_KINDS, record, where, OPTIONAL_FIELDS)
+    return S.check(R.KINDS, record, where, R.OPTIONAL)
 
 
 def check_records(records: list, path) -> None:
-    """Raises ValueError naming the first line of `path` that is not a record object with REQUIRED_FIELDS."""
+    """Raises ValueError naming the first line of `path` that is not a record object with record.REQUIRED."""
     for i, r in enumerate(records, 1):
         check_record(r, f"{path}, line {i}")
 
@@ -117,13 +103,17 @@ def loss_curve(losses_U, points: int = 100) -> list[float]:
     return [round(float(w.mean()), 6) if np.isfinite(w).all() else None for w in windows]
 
 
-# results.csv: the same columns in the same order for every sweep (a field a record lacks is left empty), so
-# sweeps concatenate and load alike; units are in the names. docs/reference/sweeps.md lists them.
-CSV_COLUMNS = ("task", "method", "init", "context_len", "lora_rank", "lora_targets", "lora_scaling", "lr", "selected",
-               "steps", "steps_used", "stop_reason", "seed", "status", "trainable_params", "exact_match_pct",
-               "token_accuracy_pct", "cross_exact_match_pct", "val_exact_match_pct", "val_loss_nats",
-               "final_loss_nats", "wall_s", "matched_prefix_len", "matched_prefix_params", "param_ratio", "group",
-               "pretrain", "pretrain_steps", "model", "variant")
+# results.csv: a column per record key (curves stay in the JSON lines), units in the names; a method's own settings
+# come after `method`, the rest in this order. docs/reference/sweeps.md lists them.
+CSV_LEAD = ("task", "method")
+CSV_ORDER = ("context_len", "lr", "selected", "steps", "steps_used", "stop_reason", "seed", "status",
+             "trainable_params", "exact_match_pct", "token_accuracy_pct", "cross_exact_match_pct",
+             "val_exact_match_pct", "val_loss_nats", "final_loss_nats", "loss_falling_at_stop", "wall_s", "matched_prefix_len",
+             "matched_prefix_params", "param_ratio", "group", "pretrain", "pretrain_steps", "model", "variant")
+_CSV_NAMES = {"exact_match": "exact_match_pct", "token_accuracy": "token_accuracy_pct",
+              "val_exact_match": "val_exact_match_pct", "cross_exact_match": "cross_exact_match_pct",
+              "final_loss": "final_loss_nats", "val_loss": "val_loss_nats"}
+_JSON_ONLY = ("loss_curve", "val_curve")
 _PCT_FIELDS = {"exact_match_pct": "exact_match", "token_accuracy_pct": "token_accuracy",
                "val_exact_match_pct": "val_exact_match"}
 
@@ -132,22 +122,29 @@ def _pct_or_none(x):
     return None if x is None else round(100 * x, 6)
 
 
+def csv_columns(records: list[dict]) -> list[str]:
+    """The union of the records' keys as CSV columns: task, method, the methods' own columns (first seen first), then
+    CSV_ORDER's; only those some record has."""
+    present = {_CSV_NAMES.get(k, k) for r in records for k in r if k not in _JSON_ONLY}
+    own = [k for k in dict.fromkeys(k for r in records for k in r) if k not in R.KINDS and k not in _JSON_ONLY]
+    return [c for c in (*CSV_LEAD, *own, *CSV_ORDER) if c in present]
+
+
 def _csv_row(record: dict) -> dict:
-    """A record as CSV_COLUMNS: fractions become %, the cross-task scores one `task=%;task=%` cell (a column per
-    task would change the header from sweep to sweep), loss curves stay in the JSON lines only."""
-    row = {k: record.get(k) for k in CSV_COLUMNS}
-    row.update({col: _pct_or_none(record.get(k)) for col, k in _PCT_FIELDS.items()})
-    cross = record.get("cross_exact_match") or {}
-    row["cross_exact_match_pct"] = ";".join(f"{t}={'' if v is None else _pct_or_none(v)}"
-                                            for t, v in sorted(cross.items()))
-    row["final_loss_nats"], row["val_loss_nats"] = record.get("final_loss"), record.get("val_loss")
+    """A record as CSV cells: fractions become %, the cross-task scores one `task=%;task=%` cell (a column per
+    task would change the header from task to task), curves stay in the JSON lines only."""
+    row = {_CSV_NAMES.get(k, k): v for k, v in record.items() if k not in _JSON_ONLY}
+    row.update({col: _pct_or_none(record.get(k)) for col, k in _PCT_FIELDS.items() if k in record})
+    if "cross_exact_match" in record:
+        row["cross_exact_match_pct"] = ";".join(f"{t}={'' if v is None else _pct_or_none(v)}"
+                                                for t, v in sorted((record["cross_exact_match"] or {}).items()))
     return row
 
 
 def write_csv(path: Path, records: list[dict]) -> None:
     """results.csv, replacing the file (or a link) at `path`, never writing through it."""
     text = io.StringIO(newline="")
-    w = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+    w = csv.DictWriter(text, fieldnames=csv_columns(records))
     w.writeheader()
     w.writerows(_csv_row(r) for r in records)
     replace_bytes(path, text.getvalue().encode())
@@ -178,21 +175,23 @@ def mean_std_ci(xs):
 
 
 def summarize(records: list[dict]) -> list[dict]:
-    """One row per task x method x context length x LoRA rank (x lr, for records from before learning rates were
-    selected): mean, std and 95 % interval over seeds. Where runs carry `selected` (prefixlab/selection.py), only
-    the selected ones count, and `lr` is the rate chosen, or a tuple of them where seeds chose differently."""
+    """One row per group and context length (x lr, for records from before learning rates were selected): mean,
+    std and 95 % interval over seeds. Where runs carry `selected` (prefixlab/selection.py), only the selected ones
+    count, and `lr` is the rate chosen, or a tuple of them where seeds chose differently. A row's `label` is its
+    group's method tag (the method and its settings)."""
     chosen = any("selected" in r for r in records)
     records = [r for r in records if r.get("selected", True)]
     groups = defaultdict(list)
     for r in records:
-        groups[tuple(r.get(k) for k in GROUP_KEYS) + (() if chosen else (r.get("lr"),))].append(r)
+        groups[(R.group_of(r), r.get("context_len")) + (() if chosen else (r.get("lr"),))].append(r)
     rows = []
-    for key, rs in groups.items():
+    for (group, context_len, *_), rs in groups.items():
         em, em_sd, em_ci = mean_std_ci([r["exact_match"] for r in rs])
         ta, ta_sd, ta_ci = mean_std_ci([r["token_accuracy"] for r in rs])
         lrs = sorted({r.get("lr") for r in rs}, key=lambda v: v or 0.0)
         used = [r["steps_used"] for r in rs if r.get("steps_used") is not None]
-        row = dict(zip(GROUP_KEYS, key[:len(GROUP_KEYS)]), lr=lrs[0] if len(lrs) == 1 else tuple(lrs),
+        row = dict(task=rs[0]["task"], method=rs[0]["method"], group=group, label=R.label(rs[0]),
+                   context_len=context_len, lr=lrs[0] if len(lrs) == 1 else tuple(lrs),
                    lr_selected=chosen, steps_used=sum(used) / len(used) if used else None, n_seeds=len(rs),
                    n_diverged=sum(r.get("status") == "diverged" for r in rs),
                    exact_match=em, exact_match_std=em_sd, exact_match_ci95=em_ci,
@@ -211,10 +210,9 @@ MATCH_TOLERANCE = 0.10  # as methods.lora.MATCH_TOLERANCE (results stay importab
 
 
 def method_label(row) -> str:
-    """method, then its LoRA targets or its init (soft prompt; prefix unless the reference "normal"); a LoRA run
-    by --match-params adds the prefix length it matches, and its count ratio where that is outside ±10 %."""
-    detail = row.get("lora_targets") or (row.get("init") if row.get("init") != "normal" else None)
-    label = row["method"] + (f":{detail}" if detail else "")
+    """The row's group without its task (the method's tag: its name and settings); a LoRA run by --match-params adds
+    the prefix length it matches, and its count ratio where that is outside ±10 %."""
+    label = row.get("label") or R.label(row)
     if row.get("matched_prefix_len") is not None:
         ratio = row.get("param_ratio") or 1.0
         label += f" ≈P={row['matched_prefix_len']}" + (f" (×{ratio:.2f}, unmatched)" if abs(ratio - 1) > MATCH_TOLERANCE else "")
@@ -246,14 +244,14 @@ def format_table(records: list[dict]) -> str:
     lrs = [lr_text(r, ".0e") if is_tuned(r) else "-" for r in rows]
     steps = [steps_text(r) if is_tuned(r) else "-" for r in rows]
     w_lr, w_steps = max([8] + [len(x) for x in lrs]), max([6] + [len(x) for x in steps])  # seeds' lrs joined by '/'
-    header = f"{'task':<16} {'method':<24} {'len':>4} {'rank':>4} {'lr':>{w_lr}} {'params':>9} {'steps':>{w_steps}} " \
+    header = f"{'task':<16} {'method':<28} {'len':>4} {'lr':>{w_lr}} {'params':>9} {'steps':>{w_steps}} " \
              f"{'exact match %':>15} {'token acc %':>13}  seeds"
     lines = [header, "-" * len(header)]
     for r, lr, st in zip(rows, lrs, steps):
         fmt = lambda v: "-" if v is None else str(v)
         pm = lambda m, sd, w: f"{'diverged':>{w + 8}}" if m is None else f"{100 * m:>{w}.1f} ± {100 * sd:<5.1f}"
         lines.append(
-            f"{r['task']:<16} {method_label(r):<24} {fmt(r['context_len']):>4} {fmt(r['lora_rank']):>4} {lr:>{w_lr}} "
+            f"{r['task']:<16} {method_label(r):<28} {fmt(r['context_len']):>4} {lr:>{w_lr}} "
             f"{r['trainable_params']:>9,} {st:>{w_steps}} "
             f"{pm(r['exact_match'], r['exact_match_std'], 7)} {pm(r['token_accuracy'], r['token_accuracy_std'], 6)}"
             f"  {r['n_seeds']}" + (f" ({r['n_diverged']} diverged)" if r["n_diverged"] else "")

@@ -83,9 +83,17 @@ def _checked_manifest(data, path: Path) -> dict:
     return data
 
 
-def config_hash(config: SweepConfig) -> str:
-    """What a finished group ran under: every field but where state lives (cache_dir) and which grid shard ran it."""
-    return ckpt.content_hash({k: v for k, v in config.to_dict().items() if k not in ("cache_dir", "grid_shard")})
+def config_hash(config: SweepConfig | dict) -> str:
+    """What a finished group ran under: the config's fields as config.json holds them (a SweepConfig, or the fields
+    read from the file) but where state lives (cache_dir) and which grid shard ran it."""
+    fields = config.to_dict() if isinstance(config, SweepConfig) else config
+    return ckpt.content_hash({k: v for k, v in fields.items() if k not in ("cache_dir", "grid_shard")})
+
+
+def stored_config_hash(run_dir: Path) -> str:
+    """config_hash of the run directory's config.json as written (a resumed run keeps the file it was started with,
+    in the layout of the prefixlab that wrote it, so its groups' hashes keep matching)."""
+    return config_hash(json.loads((Path(run_dir) / "config.json").read_text())["sweep"])
 
 
 def start_dirs(paths: dict) -> list[Path]:
@@ -139,7 +147,8 @@ def open_run_dir(config: SweepConfig | None, run_dir: Path, resume: bool, force:
         for g, e in groups.items():
             if e["checkpoint"]:
                 group_dir(run_dir, g)  # refused here if it leads outside, before anything changes
-        stale = [g for g, e in groups.items() if e.get("config_hash", config_hash(stored)) != config_hash(stored)]
+        current = stored_config_hash(run_dir)
+        stale = [g for g, e in groups.items() if e.get("config_hash", current) != current]
         if stale:
             raise SweepError(f"cannot resume {run_dir}: its config.json is not the configuration group {stale[0]} "
                              "finished under (edited?); put the old one back, or run the sweep into a new directory",

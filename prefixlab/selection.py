@@ -7,9 +7,11 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-# what identifies a setting whose learning rates compete: everything a record varies by except lr
-SETTING_FIELDS = ("pretrain", "model", "variant", "group", "task", "method", "init", "context_len", "lora_rank",
-                  "lora_targets", "lora_scaling", "seed")
+from prefixlab.record import group_of
+
+# what identifies a setting whose learning rates compete: the base (pretraining, model, variant, seed), the group
+# (task, method and its settings) and the context length
+SETTING_FIELDS = ("pretrain", "model", "variant", "seed", "context_len")
 
 
 def _rank(record: dict) -> tuple:
@@ -23,7 +25,7 @@ def mark_selected(records: list[dict]) -> list[dict]:
     docstring), False on the others. Returns the records."""
     by_setting = defaultdict(list)
     for r in records:
-        by_setting[tuple(str(r.get(f)) for f in SETTING_FIELDS)].append(r)
+        by_setting[(group_of(r), *(str(r.get(f)) for f in SETTING_FIELDS))].append(r)
     for runs in by_setting.values():
         best = min(runs, key=_rank)
         for r in runs:

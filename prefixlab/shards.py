@@ -17,7 +17,7 @@ import re
 import shutil
 from pathlib import Path
 
-from prefixlab.report import write_report
+from prefixlab.sweep_report import write_report
 from prefixlab.results import append_jsonl, read_jsonl
 from prefixlab.run_dir import (Manifest, complete_groups, config_hash, lock, open_run_dir, remove_sweep_files,
                                write_config)

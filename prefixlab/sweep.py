@@ -23,19 +23,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from prefixlab import checkpoint as ckpt
-from prefixlab.bases import base_dir, is_finite, load_or_pretrain, pretrain_config
+from prefixlab import record
+from prefixlab.bases import BaseSpec, base_dir, is_finite, load_or_pretrain
 from prefixlab.methods import MATCH_TOLERANCE, method_settings
 from prefixlab.model import count_params
 from prefixlab.processes import agree, is_multi, is_writer
-from prefixlab.report import write_report
+from prefixlab.sweep_report import write_report
 from prefixlab.results import append_jsonl, format_table, loss_curve, read_jsonl
 from prefixlab.selection import mark_selected, selected
-from prefixlab.run_dir import (Manifest, config_hash, done_groups, group_dir, lock, open_run_dir, remove_sweep_files,
-                               start_dirs, write_config)
+from prefixlab.run_dir import (Manifest, done_groups, group_dir, lock, open_run_dir, remove_sweep_files, start_dirs,
+                               stored_config_hash, write_config)
 from prefixlab.safe_paths import inside, real_dir, unmake
-from prefixlab.sweep_config import LR_DEFAULTS, SweepConfig, SweepError, group_name, load_config
+from prefixlab.sweep_config import SweepConfig, SweepError, group_name, load_config
 from prefixlab.train import OptimConfig, final_loss
-from prefixlab.tune import group_runs, tune_group
+from prefixlab.tune import TuneSpec, group_runs, tune_group
 
 __all__ = ["SweepConfig", "SweepError", "run_sweep", "load_config"]
 
@@ -61,7 +62,7 @@ def run_sweep(config: SweepConfig | None, run_dir, *, resume: bool = False, forc
                 _check_memory(config)
                 cache = Path(config.cache_dir)
                 created = start_dirs({"cache_dir": cache, "out": run_dir})
-                entry = base_dir(cache, pretrain_config(**_base_settings(config)))
+                entry = base_dir(cache, base_spec(config).key())
                 if entry.exists() or entry.is_symlink():  # one entry of a writable cache may not be writable
                     inside(cache, f"{entry.name}/train.lock", "base cache")
                     start_dirs({"cache_dir": entry})
@@ -71,7 +72,8 @@ def run_sweep(config: SweepConfig | None, run_dir, *, resume: bool = False, forc
                 done = done_groups(run_dir, log) if resume else set()
                 manifest = Manifest(run_dir)
                 manifest.save()
-                write_config(config, run_dir)
+                if not resume:  # a resumed run keeps its config.json as written (its groups' hashes are of it)
+                    write_config(config, run_dir)
             except BaseException:
                 agree([False])  # the other processes stop too
                 raise
@@ -115,10 +117,14 @@ def _check_memory(config: SweepConfig) -> None:
 
 
 def _base_settings(config: SweepConfig) -> dict:
-    """What decides the bases (the cache key), as bases.load_or_pretrain and bases.pretrain_config take it."""
+    """What decides the bases (the cache key), as bases.BaseSpec's fields."""
     return dict(cfg=config.model_config, mixture=config.pretrain_mix, steps=config.pretrain_steps,
                 batch_size=config.batch_size, optim=OptimConfig(lr=config.lr), stop_rule=config.pretrain_stop_rule,
                 val_samples=config.val_samples)
+
+
+def base_spec(config: SweepConfig) -> BaseSpec:
+    return BaseSpec(**_base_settings(config))
 
 
 def _follow(config, run_dir, resume, save_every):
@@ -148,9 +154,8 @@ def _sweep(config, run_dir, manifest, done_groups, resume, progress, save_every,
 
     t0 = time.perf_counter()
     _, base_E, losses_EU, wall_E, cached, pre_used_E = load_or_pretrain(
-        Path(config.cache_dir), seeds=config.base_seeds, chunk=config.chunk, progress=progress,
-        save_every_s=save_every, log=log, copy_to=real_dir(inside(run_dir, "ckpt/base")) if writer else None,
-        **_base_settings(config))
+        Path(config.cache_dir), base_spec(config), config.base_seeds, chunk=config.chunk, progress=progress,
+        save_every_s=save_every, log=log, copy_to=real_dir(inside(run_dir, "ckpt/base")) if writer else None)
     if config.shared_base:  # one base, the same for every seed's runs; its pretraining time counted once
         log(f"one base (seed 0) shared by seeds {seeds}")
         wall_E = np.concatenate([wall_E, np.zeros(len(seeds) - 1)])
@@ -169,7 +174,7 @@ def _sweep(config, run_dir, manifest, done_groups, resume, progress, save_every,
         + (f"; seeds {np.flatnonzero(diverged_E).tolist()} diverged: every row on them is marked diverged"
            if diverged_E.any() else ""))
     base = dict(pre_loss_E=pre_loss_E, losses_EU=losses_EU, wall_E=wall_E, n_model=n_model, used_E=pre_used_E,
-                diverged_E=diverged_E)
+                diverged_E=diverged_E, lr=config.lr)
 
     new_records = []
     groups = config.groups()
@@ -223,6 +228,14 @@ def _eta(seconds: float, ran: int, to_run: int) -> str:
     return f", about {left / 60:.1f} min to go" if ran < to_run else ""
 
 
+def _pretraining(base: dict, seed: int) -> dict:
+    """The base's record fields for seed `seed`: its pretraining loss, size, time, rate, steps and loss curve."""
+    pre_loss = float(base["pre_loss_E"][seed])
+    return dict(final_loss=pre_loss if math.isfinite(pre_loss) else None, trainable_params=base["n_model"],
+                wall_s=float(base["wall_E"][seed]), lr=base["lr"], steps_used=int(base["used_E"][seed]),
+                loss_curve=loss_curve(base["losses_EU"][seed, :base["used_E"][seed]]))
+
+
 def _run_group(config, run_dir, manifest, method, task, cross, base_E, base, seeds, progress, save_every, label=""):
     """Tunes and evaluates one group; the writer saves its parameters, then appends its records in one write."""
     writer = manifest is not None
@@ -231,29 +244,21 @@ def _run_group(config, run_dir, manifest, method, task, cross, base_E, base, see
     if writer:
         manifest.wrote(f"ckpt/{group}")
     partial = ckpt.ChunkCheckpoint(directory.with_name(directory.name + ".partial"), save_every)
-    runs = group_runs(method, config.prefix_lengths,
-                      config.learning_rates(method.name) if method.name in LR_DEFAULTS else [0.0])
-    recs, trainable_ER, losses_ERU = tune_group(
-        method, config.model_config, base_E, task, runs, seeds, config.tune_steps, config.batch_size,
-        eval_samples=config.eval_samples, chunk=config.chunk, progress=progress, cross_tasks=cross,
-        resume=partial if writer and not is_multi() else None, label=label,  # several processes resume by groups
-        stop_rule=config.stop_rule, val_samples=config.val_samples, optim=config.tune_optim)
-    matched = config.matched_loras().get(method, {})
-    for r in recs:
-        r.update(pretrain=config.pretrain_mix.spec, model=config.model, variant=config.task_variant.name,
-                 pretrain_steps=config.pretrain_steps, group=group, task=task.spec, method=method.name,
-                 **method.record_fields(), **matched,
-                 steps=config.tune_steps if method.name != "none" else config.pretrain_steps)
-        if method.name == "none":  # the pretrained base: its pretraining loss, size and time
-            pre_loss = float(base["pre_loss_E"][r["seed"]])
-            r.update(final_loss=pre_loss if math.isfinite(pre_loss) else None, trainable_params=base["n_model"],
-                     wall_s=float(base["wall_E"][r["seed"]]), lr=config.lr,
-                     steps_used=int(base["used_E"][r["seed"]]),
-                     loss_curve=loss_curve(base["losses_EU"][r["seed"], :base["used_E"][r["seed"]]]))
-        if base["diverged_E"][r["seed"]]:  # nothing measured on a non-finite base means anything
-            r.update(status="diverged", exact_match=None, token_accuracy=None, val_loss=None, val_exact_match=None)
-            if "cross_exact_match" in r:
-                r["cross_exact_match"] = dict.fromkeys(r["cross_exact_match"])
+    runs = group_runs(method, config.prefix_lengths, config.learning_rates(method.name))
+    spec = TuneSpec(method, config.model_config, task, config.tune_steps, config.batch_size, config.tune_optim,
+                    config.chunk, config.stop_rule, config.val_samples, config.eval_samples, tuple(cross))
+    measured, trainable_ER, losses_ERU = tune_group(
+        spec, base_E, runs, seeds, progress=progress, label=label,
+        resume=partial if writer and not is_multi() else None)  # several processes resume by groups
+    untuned = method.training == "none"  # the pretrained base: its records report its pretraining
+    recs = []
+    for m in measured:
+        seed = m["seed"]
+        r = record.build(m, task=task.spec, group=group, method=method, pretrain=config.pretrain_mix.spec,
+                         pretrain_steps=config.pretrain_steps, model=config.model, variant=config.task_variant.name,
+                         steps=config.pretrain_steps if untuned else config.tune_steps,
+                         matched=config.matched_loras().get(method), base=_pretraining(base, seed) if untuned else None)
+        recs.append(record.diverged(r) if base["diverged_E"][seed] else r)  # nothing measured on it means anything
     mark_selected(recs)
     if writer:
         has_checkpoint = bool(jax.tree.leaves(trainable_ER))
@@ -264,6 +269,6 @@ def _run_group(config, run_dir, manifest, method, task, cross, base_E, base, see
                        "selected": [[r["selected"] for r in recs if r["seed"] == s] for s in seeds],
                        "model_config": dataclasses.asdict(config.model_config)})
         append_jsonl(run_dir / "results.jsonl", recs)
-        manifest.group_done(group, len(recs), has_checkpoint, config_hash(config))
+        manifest.group_done(group, len(recs), has_checkpoint, stored_config_hash(run_dir))
         partial.clear()
     return recs

@@ -3,8 +3,9 @@
     config = SweepConfig(model="tiny", pretrain="add1", tasks=("add1", "sort_asc"), methods=("none", "prefix"))
     SweepConfig.from_json(config.to_json()) == config     # what <run_dir>/config.json holds
 
-Field names follow the `scripts/sweep.py` flags (`--prefix-init` -> `prefix_inits`, `--tune-lr` -> `tune_lr`,
-`--no-cross-eval` -> `cross_eval`). Sequences may be given as lists or comma strings; they are stored as tuples.
+Field names follow the `scripts/sweep.py` flags (`--tune-lr` -> `tune_lr`, `--no-cross-eval` -> `cross_eval`).
+Sequences may be given as lists or comma strings; they are stored as tuples. A method's own settings are the fields
+of its dataclass, swept per method: settings={"lora": {"rank": (1, 2)}} (flags --lora.rank 1,2).
 """
 
 from __future__ import annotations
@@ -23,12 +24,11 @@ from prefixlab.config import PRESETS, ModelConfig, preset
 from prefixlab.evaluate import DEFAULT_VAL_SAMPLES, EVAL_BATCH
 from prefixlab.stopping import TRANSITION_SAFE, StopRule
 from prefixlab.train import REFERENCE_TUNING, OptimConfig
-from prefixlab.methods import LORA_SCALINGS, MAX_CONTEXT_LEN, METHODS, MethodError, get_method, match_lora_to_prefix
+from prefixlab.methods import MAX_CONTEXT_LEN, METHODS, MethodError, match_lora_to_prefix
+from prefixlab.methods import settings as MS
 
 # the default sweep's methods (fixed: a newly registered method does not change what the default sweep runs)
 DEFAULT_METHODS = ("none", "prompt", "soft_prompt", "prefix", "prefix_kv", "lora", "full")
-# methods that train by gradients, with their default tuning learning rates
-LR_DEFAULTS = {m: get_method(m).default_lr for m in METHODS if get_method(m).default_lr > 0}
 # the default learning-rate grid: a decade either side of each method's default, selected on validation
 LR_GRID = (0.1, 1.0, 10.0)
 CONFIG_VERSION = 3  # config.json layout; 1 (before the library) stored argv; 3: run directories have a manifest
@@ -82,11 +82,10 @@ def _tuple(value, kind=str, field=None) -> tuple:
 _PATH = schema.Kind("a path or null", lambda v: v is None or isinstance(v, (str, os.PathLike)))
 SCALAR_KINDS = {**dict.fromkeys(("pretrain_steps", "batch_size", "seeds", "tune_steps", "patience", "val_samples",
                                  "eval_samples", "chunk"), schema.INT),
-                **dict.fromkeys(("lr", "lora_alpha", "stop_tol", "stop_min_fraction", "stop_patience_growth"),
-                                schema.NUMBER),
-                **dict.fromkeys(("match_params", "prefix_projection", "stopping", "pretrain_stopping", "cross_eval",
-                                 "stop_trend", "shared_base"), schema.BOOL),
-                **dict.fromkeys(("model", "lora_scaling", "soft_prompt_init", "compute_dtype", "protocol"), schema.STR),
+                **dict.fromkeys(("lr", "stop_tol", "stop_min_fraction", "stop_patience_growth"), schema.NUMBER),
+                **dict.fromkeys(("match_params", "stopping", "pretrain_stopping", "cross_eval", "stop_trend",
+                                 "shared_base"), schema.BOOL),
+                **dict.fromkeys(("model", "compute_dtype", "protocol"), schema.STR),
                 "variant": schema.optional(schema.STR), "cache_dir": _PATH}
 
 
@@ -118,6 +117,27 @@ def parse_lr_table(text: str) -> dict[str, list[float]]:
     return table
 
 
+def _settings_dict(value) -> dict:
+    """{method: {setting: values}} from the stored tuple form, a dict, or JSON's lists."""
+    if isinstance(value, tuple):
+        return {m: dict(fields) for m, fields in value}
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise SweepError(f"settings must map each method to {{setting: values}}, got {value!r}", "settings")
+    return value
+
+
+def legacy_settings(fields: dict) -> dict:
+    """`fields` with the method settings of config.json files (and Python calls) from before methods owned their
+    settings (lora_ranks, prefix_inits, ...: each method's `aliases`) moved into `settings`."""
+    fields = dict(fields)
+    settings = {m: dict(v) for m, v in _settings_dict(fields.pop("settings", {})).items()}
+    for cls in METHODS.values():
+        for old, name in cls.aliases.items():
+            if old in fields:
+                settings.setdefault(cls.name, {}).setdefault(name, fields.pop(old))
+    return {**fields, "settings": settings} if settings else fields
+
+
 def _lr_table(value) -> tuple[tuple[str, tuple[float, ...]], ...]:
     """{method or "*": lrs} -> a sorted tuple of pairs, so the frozen config stays hashable."""
     if value is None or isinstance(value, str):
@@ -139,15 +159,11 @@ class SweepConfig:
     lr: float = 5e-4  # pretraining
     seeds: int = 2
     methods: tuple[str, ...] = DEFAULT_METHODS
+    # {method: {setting: values}}: each group of a method is one combination of its settings' values (a setting not
+    # given: its default); stored resolved for every method the sweep runs, so a config.json keeps its meaning
+    settings: tuple = ()
     prefix_lengths: tuple[int, ...] = (1,)
-    lora_ranks: tuple[int, ...] = (1,)
-    lora_targets: tuple[str, ...] = ("q", "k", "v", "o", "fc", "proj")
-    lora_alpha: float = 1.0
-    lora_scaling: str = "constant"  # the update's scale: alpha (constant), alpha / r (peft) or alpha / sqrt(r) (rslora)
-    match_params: bool = False
-    soft_prompt_init: str = "sample_vocab"
-    prefix_inits: tuple[str, ...] = ("sample_vocab",)  # the soft prompt's family; "normal": the reference's N(0, 1)
-    prefix_projection: bool = False
+    match_params: bool = False  # also a LoRA matched to each prefix length's parameter count (lora's other settings)
     tune_steps: int = 1500  # the budget: with `stopping`, a run ends earlier once it converges
     tune_lr: tuple[tuple[str, tuple[float, ...]], ...] = ()  # given as {method or "*": (lr, ...)} or "prefix=5e-3"
     lr_grid: tuple[float, ...] = LR_GRID  # multiples of a method's default rate tried where tune_lr names none
@@ -178,14 +194,13 @@ class SweepConfig:
             fix("pretrain", ",".join(_tuple(self.pretrain, str, "pretrain")))
         try:
             fix("pretrain", ",".join(T.split_specs(self.pretrain)))
-            for name in ("tasks", "methods", "lora_targets", "prefix_inits"):
+            for name in ("tasks", "methods"):
                 fix(name, _tuple(getattr(self, name), str, name))
             if self.tune_tasks is not None:
                 fix("tune_tasks", _tuple(self.tune_tasks, str, "tune_tasks"))
         except T.TaskError as e:
             raise SweepError(str(e), "tasks") from e
-        for name in ("prefix_lengths", "lora_ranks"):
-            fix(name, _tuple(getattr(self, name), int, name))
+        fix("prefix_lengths", _tuple(self.prefix_lengths, int, "prefix_lengths"))
         fix("lr_grid", _tuple(self.lr_grid, float, "lr_grid"))
         fix("tune_lr", _lr_table(self.tune_lr))
         if self.cache_dir is not None:  # absolute, so a stored config means the same place from any directory
@@ -220,23 +235,19 @@ class SweepConfig:
         check(self.protocol != "reference" or (not self.stopping and len(self.lr_grid) == 1), "protocol",
               "protocol 'reference' trains fixed steps at one learning rate per method: give stopping=False "
               "(--no-stopping) and lr_grid=(1,) (--lr-grid 1), or use SweepConfig.reference_protocol()")
-        check(finite_positive(self.lora_alpha), "lora_alpha",
-              f"lora_alpha must be a finite positive number, got {self.lora_alpha}")
-        check(self.lora_scaling in LORA_SCALINGS, "lora_scaling",
-              f"lora_scaling must be one of {', '.join(LORA_SCALINGS)}, got {self.lora_scaling!r}")
-        for name in ("tasks", "lora_targets", "prefix_inits"):
-            check(getattr(self, name), name, f"{name} must name at least one, got none")
+        check(self.tasks, "tasks", "tasks must name at least one, got none")
         bad = [m for m in self.methods if m not in METHODS]
         check(self.methods and not bad, "methods", f"unknown method(s) {bad}; valid: {', '.join(METHODS)}")
+        object.__setattr__(self, "settings", self._resolved_settings())
         check(min(self.prefix_lengths, default=0) >= 1, "prefix_lengths", "prefix_lengths must be >= 1")
         check(max(self.prefix_lengths) <= MAX_CONTEXT_LEN, "prefix_lengths",
               f"prefix_lengths up to {MAX_CONTEXT_LEN} (the longest context the model takes), got {max(self.prefix_lengths)}")
         check("prompt" not in self.methods or max(self.prefix_lengths) <= MAX_PROMPT_SEARCH_LEN, "prefix_lengths",
               f"prefix_lengths above {MAX_PROMPT_SEARCH_LEN} make the hard-prompt search too long; drop 'prompt' or shorten")
-        check(min(self.lora_ranks, default=0) >= 1, "lora_ranks", "lora_ranks must be >= 1")
+        gradient = [m for m, cls in METHODS.items() if cls.training == "gradient"]
         for m, lrs in self.tune_lr:
-            check(m == "*" or m in LR_DEFAULTS, "tune_lr",
-                  f"tune_lr names {m!r}, which has no learning rate; valid: {', '.join(LR_DEFAULTS)}")
+            check(m == "*" or m in gradient, "tune_lr",
+                  f"tune_lr names {m!r}, which has no learning rate; valid: {', '.join(gradient)}")
             check(all(finite_positive(v) for v in lrs), "tune_lr",
                   f"tune_lr values must be finite positive numbers, got {list(lrs)}")
         try:
@@ -245,6 +256,7 @@ class SweepConfig:
             raise SweepError(str(e), "tasks") from e
         except MethodError as e:
             raise SweepError(str(e), "methods") from e
+        self._check_tags()
         if self.tune_tasks is not None:
             try:
                 tune = [T.parse_mixture(t, self.task_variant).spec for t in self.tune_tasks]
@@ -259,6 +271,44 @@ class SweepConfig:
             check(n <= n_groups, "grid_shard", f"grid_shard {i}/{n}: the sweep has only {n_groups} group(s), so "
                   f"shard {i} would run nothing; use N <= {n_groups}")
         self.check_fits(MAX_MEMORY_BYTES, f"the {MAX_MEMORY_BYTES / 2**30:,.0f} GiB limit")
+
+    def _resolved_settings(self) -> tuple:
+        """`settings` for every method the sweep runs, each setting's values given or its default, as a sorted
+        tuple ((method, ((setting, values), ...)), ...); settings of methods the sweep does not run are dropped."""
+        given = _settings_dict(self.settings)
+        runs = set(self.methods) | ({"lora"} if self.match_params else set())
+        unknown = sorted(set(given) - set(METHODS))
+        if unknown:
+            raise SweepError(f"settings names unknown method(s) {unknown}; valid: {', '.join(METHODS)}", "settings")
+        out = []
+        for m in sorted(runs):
+            cls, mine = METHODS[m], given.get(m, {})
+            try:
+                for name in mine:
+                    MS.known(cls, name)
+                out.append((m, tuple((f.name, MS.values_of(cls, f.name, mine[f.name]) if f.name in mine
+                                      else (f.default,)) for f in MS.fields(cls))))
+            except MS.SettingError as e:
+                field = str(e).split(" ", 1)[0]
+                raise SweepError(str(e), field if field.startswith(f"{m}.") else "settings") from None
+        return tuple(out)
+
+    def settings_of(self, method: str) -> dict[str, tuple]:
+        """{setting: values} of `method` in this sweep (its defaults where the sweep does not run it)."""
+        stored = dict(self.settings).get(method)
+        return dict(stored) if stored is not None else {f.name: (f.default,) for f in MS.fields(METHODS[method])}
+
+    def _check_tags(self) -> None:
+        """Two groups of a method whose tags are equal would share a checkpoint and a summary row: refused, naming
+        the settings its tag does not show."""
+        seen = {}
+        for group in self.method_groups():
+            other = seen.setdefault(group.tag, group)
+            if other != group:
+                differ = [f.name for f in MS.fields(group) if getattr(group, f.name) != getattr(other, f.name)]
+                raise SweepError(f"{group.name}: groups with other {', '.join(differ)} share the tag {group.tag!r} "
+                                 f"(their results would mix); sweep one value of {', '.join(differ)} at a time",
+                                 f"{group.name}.{differ[0]}" if differ else "settings")
 
     # --- memory ---------------------------------------------------------------------------------------------------
 
@@ -350,9 +400,13 @@ class SweepConfig:
 
     def learning_rates(self, method: str) -> list[float]:
         """The tuning learning rates of `method`: its tune_lr entry, else the "*" entry, else lr_grid x its
-        default (rounded to 3 significant digits, so 10 x 5e-3 reads 0.05)."""
+        default (rounded to 3 significant digits, so 10 x 5e-3 reads 0.05); [0.0] for a method that does not train
+        by gradient. Read from the registry now, so a method registered after import gets its own."""
+        cls = METHODS[method]
+        if cls.training != "gradient":
+            return [0.0]
         table = dict(self.tune_lr)
-        grid = tuple(float(f"{f * LR_DEFAULTS.get(method, 0.0):.3g}") for f in self.lr_grid)
+        grid = tuple(float(f"{f * cls.default_lr:.3g}") for f in self.lr_grid)
         return list(table.get(method, table.get("*", grid)))
 
     @property
@@ -386,8 +440,8 @@ class SweepConfig:
         return dataclasses.replace(self, protocol="reference", stopping=False, lr_grid=(1.0,))
 
     def method_groups(self) -> list:
-        """[Method]: one compiled group each; each method class says which groups its sweep flags ask for."""
-        groups = [g for m in self.methods for g in METHODS[m].sweep_groups(self)]
+        """[Method]: one compiled group each; each method class says which groups its settings' values ask for."""
+        groups = [g for m in self.methods for g in METHODS[m].sweep_groups(self.settings_of(m))]
         return groups + [lora for lora in self.matched_loras() if lora not in groups]
 
     def matched_loras(self) -> dict:
@@ -397,17 +451,19 @@ class SweepConfig:
         if not self.match_params:
             return {}
         out = {}
+        templates = METHODS["lora"].sweep_groups(self.settings_of("lora"))  # the sweep's other LoRA settings
         for p in self.prefix_lengths:
             lora, n_lora, n_prefix = match_lora_to_prefix(self.model_config, p)
-            lora = dataclasses.replace(lora, alpha=self.lora_alpha, scaling=self.lora_scaling)
-            out.setdefault(lora, dict(matched_prefix_len=p, matched_prefix_params=n_prefix,
-                                      param_ratio=round(n_lora / n_prefix, 4)))
+            for template in templates:
+                matched = dataclasses.replace(template, rank=lora.rank, targets=lora.targets)
+                out.setdefault(matched, dict(matched_prefix_len=p, matched_prefix_params=n_prefix,
+                                             param_ratio=round(n_lora / n_prefix, 4)))
         return out
 
     def groups(self, sharded: bool = True) -> list[tuple]:
         """[(task Mixture, Method)] in the order the sweep runs them; with `sharded`, only this grid shard's."""
         grid = [(task, method) for task in self.task_mixes for method in self.method_groups()
-                if method.name == "none" or task.spec in self.tune_task_specs]
+                if method.training == "none" or task.spec in self.tune_task_specs]  # the base: on every task
         if not sharded or self.grid_shard is None:
             return grid
         i, n = self.grid_shard
@@ -422,6 +478,7 @@ class SweepConfig:
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["tune_lr"] = {m: list(lrs) for m, lrs in self.tune_lr}
+        d["settings"] = {m: dict(fields) for m, fields in self.settings}
         if self.grid_shard is None:
             del d["grid_shard"]  # an unsharded config.json reads as it did before sharding existed
         return json.loads(json.dumps(d))  # tuples -> lists, as it reads back
@@ -435,6 +492,8 @@ class SweepConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> SweepConfig:
+        """The config `to_dict` wrote; one from before methods owned their settings reads as it ran."""
+        d = legacy_settings(d)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -468,8 +527,8 @@ def load_config(run_dir) -> SweepConfig:
         schema.check({"sweep": schema.OBJECT}, stored, str(path))
         # a run directory from before a setting existed ran as it did then: LoRA at alpha / r, one learning rate per
         # method, fixed steps, the first stopping rule
-        legacy = {"lora_scaling": "peft", "lr_grid": (1.0,), "stopping": False, "stop_min_fraction": 0.0,
-                  "stop_patience_growth": 0.0, "stop_trend": False}
+        legacy = {"lr_grid": (1.0,), "stopping": False, "stop_min_fraction": 0.0, "stop_patience_growth": 0.0,
+                  "stop_trend": False, **({} if "settings" in stored["sweep"] else {"lora_scaling": "peft"})}
         return SweepConfig.from_dict({**legacy, **stored["sweep"]})
     except (schema.SchemaError, SweepError) as e:
         raise SweepError(str(e) if str(e).startswith(str(path)) else f"{path}: {e}",

@@ -21,14 +21,12 @@ from tqdm.auto import tqdm
 
 from prefixlab.config import ModelConfig
 from prefixlab.evaluate import DEFAULT_EVAL_SAMPLES, DEFAULT_VAL_SAMPLES, make_evaluator, make_validator
-from prefixlab.methods import HardPrompt, Method, RunData
-from prefixlab.prompt_search import search_prompt
+from prefixlab.methods import Method, RunData
+from prefixlab.record import Measured
 from prefixlab.results import loss_curve
 from prefixlab.stopping import STOP_REASONS, EarlyStopping, StopRule
 from prefixlab.tasks import Mixture
 from prefixlab.train import OptimConfig, final_loss, lm_loss, make_optimizer, run_training
-
-SEARCH_BATCH = 256  # training examples that score each hard-prompt candidate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +35,27 @@ class RunSpec:
     lr: float
 
 
+@dataclasses.dataclass(frozen=True)
+class TuneSpec:
+    """How a group tunes and is scored: everything but its runs, seeds and bases. stop_rule: train to convergence
+    within the `steps` budget, scoring on `val_samples` validation inputs after every chunk (prefixlab/stopping.py);
+    None: exactly `steps` steps. cross_tasks: other tasks each tuned run is also scored on."""
+
+    method: Method
+    cfg: ModelConfig
+    task: Mixture
+    steps: int
+    batch_size: int = 64
+    optim: OptimConfig = OptimConfig(weight_decay=0.0)
+    chunk: int = 250
+    stop_rule: StopRule | None = None
+    val_samples: int = DEFAULT_VAL_SAMPLES
+    eval_samples: int = DEFAULT_EVAL_SAMPLES
+    cross_tasks: tuple[Mixture, ...] = ()
+
+
 def run_key(seed: int, method: Method, task_spec: str, context_len, lr) -> jax.Array:
-    tag = f"{method.name}|{getattr(method, 'rank', '')}|{task_spec}|{context_len}|{lr!r}"
+    tag = f"{method.key_tag}|{task_spec}|{context_len}|{lr!r}"
     return jax.random.fold_in(jax.random.key(seed), zlib.crc32(tag.encode()))
 
 
@@ -52,36 +69,17 @@ def _run_data(runs: list[RunSpec], P: int) -> RunData:
     return RunData(jnp.asarray(np.arange(P)[None, :] < lens[:, None]))
 
 
-def tune_group(
-    method: Method,
-    cfg: ModelConfig,
-    base_E,
-    task: Mixture,
-    runs: list[RunSpec],
-    seeds: list[int],
-    steps: int,
-    batch_size: int = 64,
-    optim: OptimConfig = OptimConfig(weight_decay=0.0),
-    chunk: int = 250,
-    eval_samples: int = DEFAULT_EVAL_SAMPLES,
-    progress: bool = True,
-    cross_tasks: list[Mixture] = (),
-    resume=None,
-    label: str = "",
-    stop_rule: StopRule | None = None,
-    val_samples: int = DEFAULT_VAL_SAMPLES,
-):
+def tune_group(spec: TuneSpec, base_E, runs: list[RunSpec], seeds: list[int], *, progress: bool = True,
+               resume=None, label: str = "") -> tuple[list[Measured], object, np.ndarray]:
     """Tunes every run of a group on each seed's frozen base (`base_E`: base parameters stacked over seeds),
-    all in one program, then evaluates. Returns (records, trainable_ER, losses_ERU): one record dict per
-    (seed, run) with seed, context_len, lr, exact_match, token_accuracy, final_loss, trainable_params, wall_s,
-    status ("ok", or "diverged" when the loss went NaN/inf: its accuracies are then None), loss_curve, and, when
-    `cross_tasks` are given, cross_exact_match {task: exact match of this tuned run on that task}.
+    all in one program, then evaluates. Returns (measured, trainable_ER, losses_ERU): one `record.Measured` per
+    (seed, run): status "diverged" when the loss went NaN/inf (its accuracies are then None); val_loss and
+    val_exact_match of the parameters handed back, steps_used and stop_reason; with a stop_rule a trained run also
+    gets val_curve (every validation up to its stop); with cross_tasks, cross_exact_match {task: exact match}.
+    The method says how it trains (`Method.training`): by gradient, by its own search, or not at all.
     resume: a `checkpoint.ChunkCheckpoint` for the training state (see `train.run_training`).
-    label: put before the progress bars' descriptions (the sweep's "[k/N] ").
-    stop_rule: train to convergence within the `steps` budget, scoring on `val_samples` validation inputs after
-    every chunk (prefixlab/stopping.py); None: train exactly `steps` steps. Either way every record gets
-    val_loss and val_exact_match (of the parameters handed back), steps_used and stop_reason; with a stop_rule a
-    trained run's record also gets val_curve {"step", "loss", "exact_match"}: every validation up to its stop."""
+    label: put before the progress bars' descriptions (the sweep's "[k/N] ")."""
+    method, cfg, task, steps = spec.method, spec.cfg, spec.task, spec.steps
     E, R = len(seeds), len(runs)
     P = max((r.context_len or 0) for r in runs)
     graphdef = method.graphdef(cfg)
@@ -93,24 +91,26 @@ def tune_group(
     run_data_ER = jax.tree.map(lambda x: jnp.broadcast_to(x, (E, *x.shape)), run_data_R)
     build = lambda tr, fr, rd: method.build(graphdef, tr, fr, rd, cfg)
 
-    def loss_on(trainable, frozen, run_data, key, n=batch_size):
+    def loss_on(trainable, frozen, run_data, key, n=spec.batch_size):
         model, ctx = build(trainable, frozen, run_data)
         return lm_loss(model, task.batch(key, n), ctx, None)  # dropout off while tuning
 
     init_runs = jax.vmap(lambda base, k: method.init(k, cfg, base, P), in_axes=(None, 0))
     trainable_ER = jax.jit(jax.vmap(init_runs))(base_E, init_keys_ER)
-    validate = make_validator(build, task, val_samples, per_base=True, cache_key=(method, cfg))
-    stopping = EarlyStopping(stop_rule, validate) if stop_rule is not None else None
-    trained = not isinstance(method, HardPrompt) and method.name != "none"  # by gradients
-    if isinstance(method, HardPrompt):
-        trainable_ER, losses_ERU, wall = _search_prompts(loss_on, base_E, runs, train_keys_ER, cfg)
+    validate = make_validator(build, task, spec.val_samples, per_base=True, cache_key=(method, cfg))
+    stopping = EarlyStopping(spec.stop_rule, validate) if spec.stop_rule is not None else None
+    trained = method.training == "gradient"
+    if method.training == "search":
+        start = time.perf_counter()
+        trainable_ER, losses_ERU = method.search(loss_on, base_E, runs, train_keys_ER, cfg)
+        wall = time.perf_counter() - start
     elif not trained:
         losses_ERU, wall = np.zeros((E, R, 0), np.float32), 0.0  # nothing trains
     else:
         lr_ER = jnp.array([[r.lr for r in runs]] * E)
         trainable_ER, losses_ERU, wall = run_training(
-            loss_on, trainable_ER, base_E, run_data_ER, lr_ER, make_optimizer(optim), train_keys_ER, steps,
-            chunk, desc=f"{label}{method.name} {task.spec} ({E * R} runs)", progress=progress, per_base=True,
+            loss_on, trainable_ER, base_E, run_data_ER, lr_ER, make_optimizer(spec.optim), train_keys_ER, steps,
+            spec.chunk, desc=f"{label}{method.name} {task.spec} ({E * R} runs)", progress=progress, per_base=True,
             resume=resume, stopping=stopping,
         )
     if trained and stopping is not None:
@@ -119,14 +119,14 @@ def tune_group(
         steps_ER = np.full((E, R), losses_ERU.shape[-1] if trained else 0)
         reason_ER = np.full((E, R), "budget" if trained else "untrained")
     val_loss_ER, val_exact_ER = (np.asarray(x) for x in jax.device_get(validate(trainable_ER, base_E, run_data_ER)))
-    evaluate = lambda t: jax.device_get(make_evaluator(build, t, eval_samples, per_base=True, cache_key=(method, cfg))(
-        trainable_ER, base_E, run_data_ER))
-    with tqdm(total=1 + len(cross_tasks), desc=f"{label}evaluate {task.spec}", unit="task", leave=False,
+    evaluate = lambda t: jax.device_get(make_evaluator(build, t, spec.eval_samples, per_base=True,
+                                                       cache_key=(method, cfg))(trainable_ER, base_E, run_data_ER))
+    with tqdm(total=1 + len(spec.cross_tasks), desc=f"{label}evaluate {task.spec}", unit="task", leave=False,
               disable=not progress, dynamic_ncols=True) as bar:
         exact_ER, tok_ER = evaluate(task)
         bar.update()
         cross = {}
-        for t in cross_tasks:
+        for t in spec.cross_tasks:
             bar.set_postfix_str(f"on {t.spec}")
             cross[t.spec] = evaluate(t)[0]
             bar.update()
@@ -150,24 +150,3 @@ def tune_group(
                 rec["cross_exact_match"] = {t: acc(em[si, ri]) for t, em in cross.items()}
             records.append(rec)
     return records, trainable_ER, losses_ERU
-
-
-def _search_prompts(loss_on, base_E, runs, keys_ER, cfg):
-    """Hard prompts are searched one (seed, length) at a time: the search is not a gradient program."""
-    start = time.perf_counter()
-    E = keys_ER.shape[0]
-    P = max(r.context_len for r in runs)
-    ids, losses = [], []
-    for si in range(E):
-        base = jax.tree.map(lambda x: x[si], base_E)
-        for ri, r in enumerate(runs):
-            p = r.context_len
-            k_batch, k_init = jax.random.split(keys_ER[si, ri])
-            rd = RunData(jnp.ones((p,), bool))
-            # one fixed training batch scores every candidate
-            loss_of_ids = lambda ids_p: loss_on({"ids_P": ids_p}, base, rd, k_batch, SEARCH_BATCH)
-            best, best_loss, _ = search_prompt(loss_of_ids, cfg.vocab_size, p, k_init)
-            ids.append(jnp.concatenate([best, jnp.zeros((P - p,), jnp.int32)]))
-            losses.append([best_loss])
-    ids_ERP = jnp.stack(ids).reshape(E, len(runs), P)
-    return {"ids_P": ids_ERP}, np.array(losses).reshape(E, len(runs), 1), time.perf_counter() - start

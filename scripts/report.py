@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from prefixlab.cli import OneLineParser, os_error_text  # noqa: E402
-from prefixlab.report import write_report  # noqa: E402
+from prefixlab.sweep_report import write_report  # noqa: E402
 from prefixlab.results import read_jsonl  # noqa: E402
 
 

@@ -1,13 +1,13 @@
 #!/usr/bin/env python
 """Reproduce both papers: every section's sweeps, figures and verdicts, in one report.
 
-  python scripts/reproduce.py --profile quick --out runs/repro-quick     # 2-core CPU: 54.6 min (00be878)
+  python scripts/reproduce.py --profile quick --out runs/repro-quick     # 2-core CPU: about an hour (README)
   python scripts/reproduce.py --profile paper --out runs/repro-paper     # the papers' sizes: GPU or TPU
   python scripts/reproduce.py --profile decide --out runs/repro-decide   # the three open claims: exp 4, scaling, budget
   python scripts/reproduce.py --profile quick --sections exp1,theory     # a part
 
 Every section runs in this process (a TPU chip takes one process), on a CPU two at a time in threads (--lanes;
-two programs at once use the 2 cores 1.5x better than one), else one after another: its sweeps go into
+two programs at once use the 2 cores better than one: docs/performance.md), else one after another: its sweeps go into
 <out>/<section>/ (pretrained bases come from the shared cache, and an interrupted reproduction continues where it
 stopped when run again with the same --out), then it measures what the paper plots. <out>/report.md has, per section,
 the wall time, every number as mean [95 % interval] over the seeds next to the reference value, a verdict per claim,

@@ -25,23 +25,23 @@ from prefixlab.bases import DEFAULT_CACHE  # noqa: E402
 from prefixlab.checkpoint import CheckpointError  # noqa: E402
 from prefixlab.cli import OneLineParser, os_error_text  # noqa: E402
 from prefixlab.config import PRESETS  # noqa: E402
-from prefixlab.methods import LORA_MODULES, LORA_SCALINGS, METHODS, PREFIX_INITS, SOFT_PROMPT_INITS  # noqa: E402
+from prefixlab.method_flags import add_method_flags, is_method_flag, old_spellings, settings_from  # noqa: E402
+from prefixlab.methods import METHODS  # noqa: E402
 from prefixlab.sweep import SweepConfig, SweepError, load_config, run_sweep  # noqa: E402
 from prefixlab.processes import initialize, leave, peer_failure  # noqa: E402
 from prefixlab.safe_paths import UnsafePath  # noqa: E402
 from prefixlab.shards import shard_dir, slice_env  # noqa: E402
-from prefixlab.sweep_config import COMPUTE_DTYPES, LR_DEFAULTS, SWEEP_PRESETS, parse_shard  # noqa: E402
+from prefixlab.sweep_config import COMPUTE_DTYPES, SWEEP_PRESETS, parse_shard  # noqa: E402
 
 D = SweepConfig()  # the defaults
 # flag -> SweepConfig field, where the names differ; flags not here and not OPERATIONAL map to the same name
-FIELD_OF = {"prefix_init": "prefix_inits", "no_cross_eval": "cross_eval", "no_stopping": "stopping",
-            "no_stop_trend": "stop_trend"}
+FIELD_OF = {"no_cross_eval": "cross_eval", "no_stopping": "stopping", "no_stop_trend": "stop_trend"}
 FLAG_OF = {field: flag for flag, field in FIELD_OF.items()}
 OPERATIONAL = ("out", "force", "resume", "quiet", "save_every", "distributed", "preset")  # how to run, not what
 
 
 def build_parser() -> argparse.ArgumentParser:
-    lr_doc = ", ".join(f"{m}={v:g}" for m, v in LR_DEFAULTS.items())
+    lr_doc = ", ".join(f"{m}={cls.default_lr:g}" for m, cls in METHODS.items() if cls.training == "gradient")
     grid_doc = ",".join(f"{f:g}" for f in D.lr_grid)
     p = OneLineParser(
         prog="sweep.py", allow_abbrev=False,  # --resume compares the flags spelled out
@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="methods:\n" + "".join(f"  {name:<12} {cls.summary}\n" for name, cls in METHODS.items()) + f"""\
 default tuning learning rates: {lr_doc}, each times {grid_doc} (--lr-grid), the one selected on validation
-valid tasks: {T._valid_names()}; compose with '+', e.g. sort_asc+add1""",
+valid tasks: {T._valid_names()}; compose with '+', e.g. sort_asc+add1
+earlier spellings that still work: {", ".join(old_spellings())}""",
     )
     p.add_argument("--preset", choices=list(SWEEP_PRESETS), default=None,
                    help="start from a named set of the flags below; flags given explicitly override it. "
@@ -71,26 +72,12 @@ valid tasks: {T._valid_names()}; compose with '+', e.g. sort_asc+add1""",
                    help="number of seeds 0..n-1; one base per seed (default: %(default)s, so that the default sweep "
                         "fits in 10 min on 2 CPU cores; the papers' claims are tested with 3, scripts/reproduce.py)")
     p.add_argument("--methods", default=",".join(D.methods), help="comma list of methods (default: %(default)s)")
-    p.add_argument("--prefix-lengths", default=",".join(map(str, D.prefix_lengths)), help="context lengths P for prompt/soft_prompt/prefix/prefix_kv (default: %(default)s)")
-    p.add_argument("--lora-ranks", default=",".join(map(str, D.lora_ranks)), help="comma list of LoRA ranks (default: %(default)s)")
-    p.add_argument("--lora-targets", default=",".join(D.lora_targets),
-                   help=f"LoRA target modules from {','.join(LORA_MODULES)} (default: %(default)s; the reference's "
-                        "o,fc,proj cannot change a one-layer model's attention pattern)")
-    p.add_argument("--lora-alpha", type=float, default=D.lora_alpha, help="LoRA alpha; the update's scale is set by "
-                   "--lora-scaling (default: %(default)s)")
-    p.add_argument("--lora-scaling", choices=list(LORA_SCALINGS), default=D.lora_scaling,
-                   help="the LoRA update's scale: constant = alpha at every rank (so ranks compare at one scale), "
-                        "peft = alpha/rank (PEFT, the reference), rslora = alpha/sqrt(rank) (default: %(default)s)")
+    p.add_argument("--prefix-lengths", default=",".join(map(str, D.prefix_lengths)), help="context lengths P for the "
+                   "methods that take a context (prompt, soft_prompt, prefix, prefix_kv) (default: %(default)s)")
     p.add_argument("--match-params", action="store_true",
                    help="also run, for each prefix length, the LoRA closest to the prefix's parameter count: a rank on "
                         "the reference's o,fc,proj when within 10 %%, else the closest rank and target set; records "
                         "carry both counts and their ratio, tables mark ratios outside 10 %%")
-    p.add_argument("--soft-prompt-init", choices=SOFT_PROMPT_INITS, default=D.soft_prompt_init, help="(default: %(default)s)")
-    p.add_argument("--prefix-init", default=",".join(D.prefix_inits),
-                   help=f"prefix init(s), a comma list from {','.join(PREFIX_INITS)}: normal = N(0, 1) (the reference); "
-                        "sample_vocab = the base's own activations for sampled tokens at the slots, i.e. the prefix "
-                        "starts as the sample_vocab soft prompt (default: %(default)s)")
-    p.add_argument("--prefix-projection", action="store_true", help="prefix_kv through PEFT's reparameterisation MLP")
     p.add_argument("--tune-steps", type=int, default=D.tune_steps,
                    help="tuning steps per run: the budget, which a run stops short of once it converges (see "
                         "--patience; default: %(default)s)")
@@ -156,6 +143,7 @@ valid tasks: {T._valid_names()}; compose with '+', e.g. sort_asc+add1""",
                    help="one of several JAX processes (a launcher's, or JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID): "
                         "the run axis spans every process's devices; only process 0 writes (docs/launchers.md)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_method_flags(p)
     return p
 
 
@@ -164,17 +152,34 @@ CONVERT = {"no_cross_eval": lambda v: not v, "no_stopping": lambda v: not v, "no
 
 
 def flag_of(field: str) -> str:
+    if "." in field:  # a method setting: --<method>.<setting>
+        return "--" + field
     return "--" + FLAG_OF.get(field, field).replace("_", "-")
 
 
 def config_fields(given: dict) -> dict:
-    """SweepConfig fields from parsed flags (only those in `given`)."""
+    """SweepConfig fields from parsed flags (only those in `given`); method settings go into `settings`."""
     fields = {}
     for flag, value in given.items():
-        if flag in OPERATIONAL:
+        if flag in OPERATIONAL or is_method_flag(flag):
             continue
         fields[FIELD_OF.get(flag, flag)] = CONVERT.get(flag, lambda v: v)(value)
+    settings = settings_from(given)
+    if settings:
+        fields["settings"] = settings
     return fields
+
+
+def differing(stored: SweepConfig, given: dict) -> list[str]:
+    """The SweepConfig fields (and method settings, as method.setting) of `given` whose values differ from `stored`'s."""
+    base = stored.to_dict()
+    differ = [f for f, v in given.items() if f != "settings" and SweepConfig.from_dict({**base, f: v}) != stored]
+    for method, values in given.get("settings", {}).items():
+        for name, v in values.items():
+            settings = {**base["settings"], method: {**base["settings"].get(method, {}), name: v}}
+            if SweepConfig.from_dict({**base, "settings": settings}) != stored:
+                differ.append(f"{method}.{name}")
+    return differ
 
 
 def explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> dict:
@@ -195,8 +200,7 @@ def to_config(parser, a, argv) -> SweepConfig | None:
         if a.out is None:
             raise SweepError("--resume needs --out <run directory>")
         stored = load_config(a.out)
-        given = config_fields(explicit_flags(parser, argv))
-        differ = [f for f, v in given.items() if SweepConfig.from_dict({**stored.to_dict(), f: v}) != stored]
+        differ = differing(stored, config_fields(explicit_flags(parser, argv)))
         if differ:
             raise SweepError(f"cannot resume {a.out}: {', '.join(map(flag_of, differ))} differ from its "
                              "config.json; give only --out and --resume")

@@ -27,12 +27,21 @@ def load_script(path):
     return module
 
 
-def check_trains_only(method, expected_paths, expected_params):
-    """A weight-subset or weight-adapter method on the tiny model: it trains exactly `expected_paths` (and they move),
-    counts `expected_params`, leaves the frozen base bit-identical, and its loss goes down. Training only (the
-    sweep tests cover evaluation), so the check stays cheap."""
-    import numpy as np
+def flat_paths(tree) -> dict:
+    """{"a/b/c": leaf} of an nnx.State or a dict of arrays (a context method's parameters)."""
     from flax import nnx
+
+    if isinstance(tree, nnx.State):
+        return {"/".join(map(str, p)): v for p, v in nnx.to_flat_state(tree)}
+    name = lambda k: str(getattr(k, "key", getattr(k, "idx", k)))
+    return {"/".join(map(name, p)): v for p, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def check_trains_only(method, expected_paths, expected_params, context_len: int = 2):
+    """A method on the tiny model (a context method at `context_len` slots): it trains exactly `expected_paths`
+    (and they move), counts `expected_params`, leaves the frozen base bit-identical, and its loss goes down.
+    Training only (the sweep tests cover evaluation), so the check stays cheap."""
+    import numpy as np
 
     from prefixlab import tasks as T
     from prefixlab.methods import RunData
@@ -42,21 +51,22 @@ def check_trains_only(method, expected_paths, expected_params):
     _, base_R = init_params(cfg, run_keys([0]))
     base = jax.tree.map(lambda x: x[0], base_R)
     before = jax.tree.map(np.array, base)
-    graphdef, no_context = method.graphdef(cfg), RunData(jnp.zeros((1, 0), bool))
-    trainable_R = jax.vmap(lambda k: method.init(k, cfg, base, 0))(run_keys([1]))
+    P = context_len if method.uses_context else 0
+    graphdef, run_data = method.graphdef(cfg), RunData(jnp.ones((1, P), bool))
+    trainable_R = jax.vmap(lambda k: method.init(k, cfg, base, P))(run_keys([1]))
     start_R = jax.tree.map(np.array, trainable_R)
 
     def loss_fn(trainable, frozen, run_data, key):
         model, ctx = method.build(graphdef, trainable, frozen, run_data, cfg)
         return lm_loss(model, task.batch(key, 16), ctx, None)
 
-    trainable_R, losses_RU, _ = run_training(loss_fn, trainable_R, base, no_context, jnp.array([3e-2]),
+    trainable_R, losses_RU, _ = run_training(loss_fn, trainable_R, base, run_data, jnp.array([3e-2]),
                                              make_optimizer(OptimConfig(weight_decay=0.0)), run_keys([2]), 40, 20,
                                              progress=False)
-    paths = {"/".join(map(str, p)) for p, _ in nnx.to_flat_state(trainable_R)}
-    assert paths == set(expected_paths)
-    assert method.n_params(cfg, None) == expected_params
+    trained, started = flat_paths(trainable_R), flat_paths(start_R)
+    assert set(trained) == set(expected_paths)
+    assert method.n_params(cfg, P or None) == expected_params
     assert jax.tree.all(jax.tree.map(lambda a, b: (np.asarray(a) == b).all(), base, before))
-    for (p, v), (_, v0) in zip(nnx.to_flat_state(trainable_R), nnx.to_flat_state(start_R)):
-        assert not np.array_equal(np.asarray(v), v0), p  # every trained weight moved
+    for p, v in trained.items():
+        assert not np.array_equal(np.asarray(v), np.asarray(started[p])), p  # every trained weight moved
     assert losses_RU[0, -10:].mean() < losses_RU[0, :10].mean()

@@ -48,7 +48,7 @@ def test_soft_prompt_of_token_embeddings_equals_hard_prompt():
     np.testing.assert_array_equal(run(SoftPrompt(), soft, base, valid), run(HardPrompt(), hard, base, valid))
 
 
-@pytest.mark.parametrize("method", [SoftPrompt(init_mode="random"), Prefix(), Prefix(init_mode="sample_vocab"),
+@pytest.mark.parametrize("method", [SoftPrompt(init_mode="random"), Prefix(init_mode="normal"), Prefix(),
                                     PrefixKV(), PrefixKV(projection=True)])
 @pytest.mark.parametrize("p", [1, 3])
 def test_padded_masked_context_equals_exact_length(method, p):
@@ -75,7 +75,8 @@ def test_prefix_sample_vocab_init_starts_as_the_soft_prompt():
     # at the model's own scale, not N(0, 1): every layer's slot input is far smaller than a unit normal vector
     norms = jnp.linalg.norm(prefix.init(key, CFG, base, 3)["layer_inputs_LPD"], axis=-1)
     assert float(norms.max()) < 0.5 * np.sqrt(CFG.d_model)
-    assert not np.allclose(out_prefix, run(prefix, Prefix().init(key, CFG, base, 3), base, valid), atol=1e-3)
+    assert not np.allclose(out_prefix, run(prefix, Prefix(init_mode="normal").init(key, CFG, base, 3), base, valid),
+                           atol=1e-3)
 
 
 SLOT_AXIS = {"embeds_PD": 0, "layer_inputs_LPD": 1, "kv_PF": 0, "emb_PD": 0}
@@ -153,3 +154,9 @@ def test_bad_method_settings(bad):
     name = bad.pop("name")
     with pytest.raises(MethodError):
         get_method(name, **bad)
+
+
+def test_check_trains_only_takes_a_context_method():
+    from tests.helpers import check_trains_only
+
+    check_trains_only(SoftPrompt(init_mode="random"), ["embeds_PD"], 2 * CFG.d_model)

@@ -1,3 +1,5 @@
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -6,7 +8,7 @@ import pytest
 from flax import nnx
 
 from prefixlab.config import preset
-from prefixlab.model import Context, Transformer, count_params
+from prefixlab.model import Context, ContextTerm, Transformer, count_params
 from tests.helpers import tiny_model, tokens
 
 
@@ -108,6 +110,42 @@ def test_prefill_and_decode_match_full_forward():
     for t in range(12, 19):
         step, cache = m.decode_step(x[:, t], t, cache, ctx)
         np.testing.assert_allclose(step, full[:, t], atol=1e-5)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class Shift(ContextTerm):
+    """A context kind the model does not know: a vector added to every row's input at every layer (content too)."""
+
+    shift_LD: jax.Array
+
+    def layer_input(self, layer, x_BQD, at):
+        return x_BQD + self.shift_LD[layer][None, None].astype(x_BQD.dtype)
+
+
+def test_a_new_context_term_reaches_forward_prefill_and_cached_decoding():
+    """Defect C (468b134: Block.__call__ and Block.decode each called the attention pieces and decode_step rebuilt
+    the mask, so a context kind added to the forward pass only was lost by decoding after the first token): a term
+    defined outside the model is applied alike by the full forward pass, prefill and every cached decoding step,
+    beside the built-in kinds and the slot mask."""
+    from prefixlab.decode import greedy_generate
+
+    m = tiny_model()
+    shift = Shift(jax.random.normal(jax.random.key(5), (2, 16)))
+    ctx = Context(jnp.array([True, False]), layer_inputs_LPD=jax.random.normal(jax.random.key(1), (2, 2, 16)),
+                  terms=(shift,))
+    x = tokens(4, B=16)
+    full = m(x, ctx)
+    logits, cache = m.prefill(x[:, :12], ctx, cache_len=19)
+    np.testing.assert_allclose(logits[:, :12], full[:, :12], atol=1e-5)
+    for t in range(12, 19):
+        step, cache = m.decode_step(x[:, t], t, cache, ctx)
+        np.testing.assert_allclose(step, full[:, t], atol=1e-5)
+    preds = greedy_generate(m, x[:, :10], 9, ctx)
+    recomputed = m(jnp.concatenate([x[:, :10], preds[:, :-1]], axis=1), ctx, logits_from=9).argmax(-1)
+    np.testing.assert_array_equal(preds, recomputed)
+    without = greedy_generate(m, x[:, :10], 9, dataclasses.replace(ctx, terms=()))
+    assert (np.asarray(preds) != np.asarray(without)).any()  # the term changes what is decoded
 
 
 def test_too_long_sequence_is_refused():

@@ -2,13 +2,13 @@ import csv
 import json
 from pathlib import Path
 
-from prefixlab.results import (CSV_COLUMNS, append_jsonl, format_table, loss_curve, mean_std_ci, read_jsonl,
-                               read_jsonl_repairing, summarize, write_csv)
+from prefixlab.results import (CSV_LEAD, CSV_ORDER, append_jsonl, check_record, csv_columns, format_table,
+                               loss_curve, mean_std_ci, read_jsonl, read_jsonl_repairing, summarize, write_csv)
 
 
 def rec(seed, em, method="prefix", p=1):
-    return dict(task="sort_desc", method=method, context_len=p, lora_rank=None, lora_targets=None, lr=5e-4,
-                seed=seed, exact_match=em, token_accuracy=em, trainable_params=96, steps=10)
+    return dict(task="sort_desc", method=method, context_len=p, lr=5e-4, seed=seed, exact_match=em,
+                token_accuracy=em, trainable_params=96, steps=10, wall_s=1.0)
 
 
 def test_jsonl_round_trip_whole_lines(tmp_path):
@@ -56,21 +56,40 @@ def test_loss_curve_downsamples_and_csv_flattens(tmp_path):
                                         final_loss=0.25)])
     (row,) = csv.DictReader(open(tmp_path / "r.csv"))
     assert row["cross_exact_match_pct"] == "add1=10.0;add2=" and "loss_curve" not in row
-    assert row["exact_match_pct"] == "50.0" and row["final_loss_nats"] == "0.25" and row["lora_rank"] == ""
+    assert row["exact_match_pct"] == "50.0" and row["final_loss_nats"] == "0.25"
 
 
-def test_csv_header_is_the_same_for_any_sweep(tmp_path):
-    """Two sweeps with other tasks, methods and fields give one header: CSV_COLUMNS (what sweeps.md documents)."""
-    one = [dict(rec(0, 0.5), cross_exact_match={"add1": 0.1}, status="ok", group="sort_desc/prefix")]
-    other = [dict(rec(1, 0.2, method="lora", p=None), task="add1", lora_rank=4, lora_targets="o,fc"),
-             dict(rec(0, 0.1, method="none", p=None), task="add2", unknown_field=3, loss_curve=[1.0])]
-    headers = []
-    for name, records in (("one.csv", one), ("other.csv", other)):
-        write_csv(tmp_path / name, records)
-        headers.append((tmp_path / name).read_text().splitlines()[0])
-    assert headers[0] == headers[1] == ",".join(CSV_COLUMNS)
+def test_csv_columns_are_the_union_of_the_record_keys(tmp_path):
+    """A method's own settings come after `method`, in the order first seen; a key no record has has no column;
+    the rest in CSV_ORDER (what sweeps.md documents)."""
+    records = [dict(rec(0, 0.5), init="normal", cross_exact_match={"add1": 0.1}, status="ok", group="sort_desc/prefix"),
+               dict(rec(1, 0.2, method="lora", p=None), task="add1", lora_rank=4, lora_targets="o,fc", loss_curve=[1.0])]
+    write_csv(tmp_path / "r.csv", records)
+    header = (tmp_path / "r.csv").read_text().splitlines()[0].split(",")
+    assert header[:5] == ["task", "method", "init", "lora_rank", "lora_targets"]
+    assert header[5:] == ["context_len", "lr", "steps", "seed", "status", "trainable_params", "exact_match_pct",
+                          "token_accuracy_pct", "cross_exact_match_pct", "wall_s", "group"]
+    rows = list(csv.DictReader(open(tmp_path / "r.csv")))
+    assert rows[0]["lora_rank"] == "" and rows[1]["lora_rank"] == "4" and rows[1]["init"] == ""
+    assert csv_columns([]) == []
     documented = (Path(__file__).resolve().parent.parent / "docs" / "reference" / "sweeps.md").read_text()
-    assert all(f"`{c}`" in documented for c in CSV_COLUMNS)
+    assert all(f"`{c}`" in documented for c in CSV_LEAD + CSV_ORDER)
+
+
+def test_groups_of_one_method_stay_apart_in_the_summary():
+    """Defect A (468b134: GROUP_KEYS named only LoRA and init settings): two groups of one method that differ in
+    any other setting are two rows, each over its own seeds, with labels that tell them apart."""
+    records = [dict(rec(s, em), group=f"sort_desc/prefix_kv{tag}", method="prefix_kv", projection=bool(tag))
+               for s in (0, 1) for tag, em in (("", 0.2), ("-projection", 0.8))]
+    rows = summarize(records)
+    assert [(r["n_seeds"], round(r["exact_match"], 6)) for r in rows] == [(2, 0.2), (2, 0.8)]
+    table = format_table(records)
+    assert " prefix_kv " in table and " prefix_kv-projection " in table
+
+
+def test_record_schema_allows_a_methods_own_columns():
+    ok = dict(rec(0, 0.5), group="sort_desc/x", any_setting="value")
+    assert check_record(ok, "here", need_group=True) is ok
 
 
 def test_console_table_hides_untuned_settings():

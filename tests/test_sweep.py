@@ -59,7 +59,11 @@ def tree_bytes(path):
     (["--tune-tasks", "add1,,add2"], "malformed task list"),
     (["--lr", "nan"], "--lr must be a finite positive number"),
     (["--tune-lr", "prefix=inf"], "--tune-lr values must be finite"),
-    (["--lora-alpha", "-1"], "--lora-alpha must be a finite positive number"),
+    (["--lora-alpha", "-1"], "LoRA alpha must be a finite positive number"),
+    (["--lora.rank", "0"], "LoRA rank must be >= 1"),
+    (["--lora.rank", "1.5"], "--lora.rank needs an integer, got '1.5'"),
+    (["--prefix_kv.projection", "maybe"], "--prefix_kv.projection needs true or false"),
+    (["--lora.alpha", "1,2"], "share the tag"),
     (["--save-every", "nan"], "--save-every must be a finite number"),
     (["--seeds", "100000000"], "GiB by estimate"),
     (["--batch-size", "1000000000"], "GiB by estimate"),
@@ -96,8 +100,12 @@ def test_tiny_end_to_end_then_base_reused(tmp_path):
     assert all(sum(r["selected"] for r in rs) == 1 for rs in by_setting.values())  # one rate each, on validation
     assert {len(rs) for (_, g, _, _), rs in by_setting.items() if not g.endswith("/none")} == {3}
     required = {"pretrain", "task", "method", "seed", "steps", "trainable_params", "final_loss", "exact_match",
-                "token_accuracy", "wall_s", "context_len", "lora_rank", "lr", "status", "group", "loss_curve"}
+                "token_accuracy", "wall_s", "context_len", "lr", "status", "group", "loss_curve"}
     assert all(required <= set(row) for row in got)
+    # each method's own settings, as it names them, and no other method's
+    assert all(r["lora_rank"] == 1 and r["lora_targets"] == "q,k,v,o,fc,proj" for r in got if r["method"] == "lora")
+    assert {r["init"] for r in got if r["method"] == "prefix"} == {"normal", "sample_vocab"}
+    assert not any("lora_rank" in r or "init" in r for r in got if r["method"] == "none")
     assert {r["method"] for r in got} == {"none", "prefix", "lora"}
     assert all(0 <= r["exact_match"] <= 1 for r in got)
     # every tuned run is also scored on the other task
@@ -105,7 +113,7 @@ def test_tiny_end_to_end_then_base_reused(tmp_path):
     assert json.loads((out / "config.json").read_text())["sweep"]["model"] == "tiny"
     assert (out / "results.csv").read_text().count("\n") == len(got) + 1
     summary = (out / "summary.md").read_text()
-    assert "| add1 | prefix | 2 |" in summary and "| add1 | prefix:sample_vocab | 2 |" in summary
+    assert "| add1 | prefix | 2 |" in summary and "| add1 | prefix-sample_vocab | 2 |" in summary
     assert all((out / "plots" / name).stat().st_size > 0
                for name in ("accuracy_vs_length.png", "loss_curves.png", "accuracy_vs_params.png"))
     assert (out / "ckpt" / "base" / "seed-1" / "meta.json").exists()

@@ -7,7 +7,8 @@ from prefixlab.sweep import SweepConfig, SweepError, load_config, run_sweep
 
 def test_json_round_trip_and_hashable():
     config = SweepConfig(model="tiny", pretrain="add1, sort_asc", tasks="add1,sort_asc+add1", tune_tasks=["add1"],
-                         prefix_lengths=[1, 4], prefix_inits="normal,sample_vocab", tune_lr={"prefix": [5e-3, 1e-2]},
+                         prefix_lengths=[1, 4], settings={"prefix": {"init_mode": "normal,sample_vocab"}},
+                         tune_lr={"prefix": [5e-3, 1e-2]},
                          cross_eval=False, cache_dir="some/cache")
     again = SweepConfig.from_json(config.to_json())
     assert again == config and hash(again) == hash(config)
@@ -32,6 +33,12 @@ def test_json_round_trip_and_hashable():
     (dict(tune_lr={"prompt": 1e-3}), "tune_lr", "has no learning rate"),
     (dict(tune_tasks=("sort_asc",), tasks=("add1",)), "tune_tasks", "must be tasks of"),
     (dict(model="huge"), "model", "unknown model"),
+    (dict(settings={"lora": {"rank": "x"}}), "lora.rank", "lora.rank needs an integer"),
+    (dict(settings={"lora": {"ranks": (1,)}}), "settings", "has no setting .ranks.; its settings: targets, rank, alpha"),
+    (dict(settings={"nope": {}}), "settings", "unknown method"),
+    (dict(settings={"lora": {"rank": (0,)}}), "methods", "LoRA rank must be >= 1"),
+    (dict(settings={"lora": {"scaling": "alpha"}}), "methods", "LoRA scaling must be one of constant, peft, rslora"),
+    (dict(settings={"lora": {"alpha": (1.0, 2.0)}}), "lora.alpha", "share the tag 'lora-r1-qkvofcproj'"),
 ])
 def test_bad_config_names_its_field(fields, field, needle):
     with pytest.raises(SweepError, match=needle) as e:
@@ -94,15 +101,91 @@ def test_variant_reason_names_the_extended_only_task():
     assert "as asked" in SweepConfig(variant="extended").variant_reason
 
 
-def test_run_directories_from_before_lora_scaling_resume_with_alpha_over_rank(tmp_path):
+def test_settings_are_per_method_and_resolved():
+    """Each method's groups are the product over its settings' values; a setting not given is its default, stored
+    as such, so the config means the same whoever's defaults read it later."""
+    config = SweepConfig(model="tiny", methods=("none", "prefix", "lora"),
+                         settings={"lora": {"rank": "1,2", "targets": [("o",), ("q", "v")]}, "soft_prompt": {}})
+    tags = [g.tag for g in config.method_groups()]
+    assert tags == ["none", "prefix-sample_vocab", "lora-r1-o", "lora-r2-o", "lora-r1-qv", "lora-r2-qv"]  # targets-major
+    assert config.settings_of("lora") == {"targets": (("o",), ("q", "v")), "rank": (1, 2), "alpha": (1.0,),
+                                          "scaling": ("constant",)}
+    assert "soft_prompt" not in dict(config.settings)  # not run: dropped
+    assert config.to_dict()["settings"]["lora"]["targets"] == [["o"], ["q", "v"]]
+    assert SweepConfig.from_json(config.to_json()) == config
+    assert SweepConfig(model="tiny") == SweepConfig(model="tiny", settings={"lora": {"rank": 1}})
+
+
+def old_layout(**fields) -> dict:
+    """A config.json's sweep fields as prefixlab wrote them before methods owned their settings."""
+    stored = {k: v for k, v in SweepConfig().to_dict().items() if k != "settings"}
+    return {**stored, "lora_ranks": [1], "lora_targets": ["q", "k", "v", "o", "fc", "proj"], "lora_alpha": 1.0,
+            "lora_scaling": "constant", "soft_prompt_init": "sample_vocab", "prefix_inits": ["sample_vocab"],
+            "prefix_projection": False, **fields}
+
+
+def test_old_config_files_read_as_they_ran(tmp_path):
     import json
 
     from prefixlab.sweep_config import CONFIG_VERSION
 
-    stored = SweepConfig().to_dict()
-    del stored["lora_scaling"]
+    assert SweepConfig.from_dict(old_layout()) == SweepConfig()
+    old = SweepConfig.from_dict(old_layout(lora_ranks=[1, 4], prefix_inits=["normal", "sample_vocab"],
+                                           prefix_projection=True))
+    assert [g.tag for g in old.method_groups()] == [
+        "none", "prompt", "soft_prompt-sample_vocab", "prefix", "prefix-sample_vocab", "prefix_kv-projection",
+        "lora-r1-qkvofcproj", "lora-r4-qkvofcproj", "full"]
+    stored = old_layout()
+    del stored["lora_scaling"]  # from before LoRA had a scaling: alpha / r
     (tmp_path / "config.json").write_text(json.dumps({"config_version": CONFIG_VERSION, "sweep": stored}))
-    assert load_config(tmp_path).lora_scaling == "peft"
-    assert SweepConfig().lora_scaling == "constant"
-    with pytest.raises(SweepError, match="lora_scaling must be one of constant, peft, rslora"):
-        SweepConfig(lora_scaling="alpha")
+    assert load_config(tmp_path).settings_of("lora")["scaling"] == ("peft",)
+    assert SweepConfig().settings_of("lora")["scaling"] == ("constant",)
+
+
+def test_a_method_registered_after_import_trains_at_its_own_rates(monkeypatch):
+    """Defect B (468b134: LR_DEFAULTS, a snapshot taken at import, gave a method registered later learning rate 0 and
+    refused it a --tune-lr): the registry is read when a sweep asks, as a notebook registers after import."""
+    from prefixlab.methods import METHODS
+    from prefixlab.methods.embedding import Embedding
+
+    @dataclasses.dataclass(frozen=True)
+    class Late(Embedding):
+        name: str = "late"
+
+    monkeypatch.setitem(METHODS, "late", Late)
+    assert SweepConfig(model="tiny", methods=("none", "late")).learning_rates("late") == [5e-4, 5e-3, 5e-2]
+    assert SweepConfig(model="tiny", methods=("late",), tune_lr={"late": (1e-2,)}).learning_rates("late") == [1e-2]
+
+
+def test_a_run_directory_from_before_methods_owned_their_settings_resumes(reference_sweep, tmp_path):
+    """A run directory whose config.json and manifest the previous layout wrote (lora_ranks, prefix_inits, ...; the
+    groups' hashes of that file) resumes: its finished groups are kept, an unfinished one runs again with the same
+    results, and config.json is kept as written."""
+    import json
+    import shutil
+
+    from prefixlab.run_dir import config_hash
+
+    _, records, tmp = reference_sweep
+    run = tmp_path / "run"
+    shutil.copytree(tmp / "run", run)
+    stored = json.loads((run / "config.json").read_text())
+    stored["sweep"] = old_layout(**{k: v for k, v in stored["sweep"].items() if k != "settings"})
+    (run / "config.json").write_text(json.dumps(stored))
+    manifest = json.loads((run / "manifest.json").read_text())
+    for entry in manifest["groups"].values():
+        entry["config_hash"] = config_hash(stored["sweep"])
+    del manifest["groups"]["add1/none"]  # a group the interrupted run had not finished
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    lines = [line for line in (run / "results.jsonl").read_text().splitlines() if '"add1/none"' not in line]
+    (run / "results.jsonl").write_text("\n".join(lines) + "\n")
+    before = (run / "config.json").read_bytes()
+
+    again = run_sweep(None, run, resume=True, progress=False, log=lambda *a, **k: None)
+    assert (run / "config.json").read_bytes() == before
+    key = lambda r: (r["group"], r["seed"], r["context_len"], r["lr"])
+    old = {key(r): r for r in records}
+    assert sorted(map(key, again)) == sorted(old)
+    for r in again:
+        assert {k: v for k, v in r.items() if k != "wall_s"} == {k: v for k, v in old[key(r)].items() if k != "wall_s"}
+    assert run_sweep(None, run, resume=True, progress=False, log=lambda *a, **k: None) == again  # and again

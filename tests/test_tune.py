@@ -7,25 +7,29 @@ from prefixlab import tasks as T
 from prefixlab.config import preset
 from prefixlab.methods import Full, HardPrompt, LoRA, Prefix, PrefixKV, SoftPrompt
 from prefixlab.train import init_params, run_keys
-from prefixlab.tune import RunSpec, group_runs, tune_group
+from prefixlab.tune import RunSpec, TuneSpec, group_runs, tune_group
 
 CFG = preset("tiny", dropout=0.0)
 TASK = T.parse_mixture("add1")
+NORMAL_PREFIX = Prefix(init_mode="normal")
 
 
 def bases(seeds=(0, 1)):
     return init_params(CFG, run_keys(list(seeds)))[1]
 
 
+def spec(method, steps=20, **fields):
+    return TuneSpec(method, CFG, TASK, steps, batch_size=8, chunk=10, eval_samples=40, **fields)
+
+
 def tune(method, runs, base_E, seeds=(0, 1), steps=20):
-    return tune_group(method, CFG, base_E, TASK, runs, list(seeds), steps, batch_size=8, chunk=10,
-                      eval_samples=40, progress=False)
+    return tune_group(spec(method, steps), base_E, runs, list(seeds), progress=False)
 
 
 def test_frozen_base_stays_bit_identical():
     base_E = bases()
     before = jax.tree.map(np.array, base_E)
-    for m in (Prefix(), SoftPrompt(), PrefixKV(), LoRA(rank=1)):
+    for m in (NORMAL_PREFIX, SoftPrompt(), PrefixKV(), LoRA(rank=1)):
         tune(m, group_runs(m, [1, 2], [1e-2]), base_E)
     chex.assert_trees_all_equal(jax.tree.map(np.array, base_E), before)
 
@@ -33,8 +37,8 @@ def test_frozen_base_stays_bit_identical():
 def test_run_result_does_not_depend_on_its_group():
     """A length-1 run alone equals the same run padded to length 3 inside a group (same key, masked slots)."""
     base_E = bases()
-    alone, tr_a, l_a = tune(Prefix(), [RunSpec(1, 1e-2)], base_E)
-    grouped, tr_g, l_g = tune(Prefix(), [RunSpec(3, 1e-2), RunSpec(1, 1e-2)], base_E)
+    alone, tr_a, l_a = tune(NORMAL_PREFIX, [RunSpec(1, 1e-2)], base_E)
+    grouped, tr_g, l_g = tune(NORMAL_PREFIX, [RunSpec(3, 1e-2), RunSpec(1, 1e-2)], base_E)
     np.testing.assert_allclose(l_a[:, 0], l_g[:, 1], rtol=1e-5)
     assert [r["exact_match"] for r in alone] == [r["exact_match"] for r in grouped if r["context_len"] == 1]
     assert [r["trainable_params"] for r in grouped] == [2 * 3 * 16, 2 * 1 * 16] * 2
@@ -65,7 +69,7 @@ def test_hard_prompt_search_returns_valid_tokens_and_scores():
 
 def test_a_diverged_run_is_marked_and_its_neighbours_are_not():
     base_E = bases((0,))
-    recs, _, _ = tune(Prefix(), group_runs(Prefix(), [1], [1e-2, float("inf")]), base_E, seeds=(0,))
+    recs, _, _ = tune(NORMAL_PREFIX, group_runs(NORMAL_PREFIX, [1], [1e-2, float("inf")]), base_E, seeds=(0,))
     assert [r["status"] for r in recs] == ["ok", "diverged"]
     assert recs[1]["exact_match"] is None and recs[0]["exact_match"] is not None
 
@@ -73,8 +77,8 @@ def test_a_diverged_run_is_marked_and_its_neighbours_are_not():
 def test_cross_tasks_score_each_run_on_other_tasks():
     base_E = bases((0,))
     other = T.parse_mixture("sort_asc")
-    recs, _, _ = tune_group(Prefix(), CFG, base_E, TASK, [RunSpec(1, 1e-2)], [0], 10, batch_size=8, chunk=10,
-                            eval_samples=40, progress=False, cross_tasks=[other])
+    recs, _, _ = tune_group(spec(NORMAL_PREFIX, 10, cross_tasks=(other,)), base_E, [RunSpec(1, 1e-2)], [0],
+                            progress=False)
     assert set(recs[0]["cross_exact_match"]) == {"sort_asc"}
     assert 0 <= recs[0]["cross_exact_match"]["sort_asc"] <= 1
 
@@ -82,9 +86,8 @@ def test_cross_tasks_score_each_run_on_other_tasks():
 def test_stopping_records_steps_used_reason_and_validation_scores():
     from prefixlab.stopping import StopRule
     base_E = bases((0,))
-    recs, _, losses = tune_group(SoftPrompt(), CFG, base_E, TASK, group_runs(SoftPrompt(), [1], [1e-3, 1e-1]), [0],
-                                 60, batch_size=8, chunk=10, eval_samples=40, progress=False,
-                                 stop_rule=StopRule(patience=1, tol=10.0), val_samples=64)
+    recs, _, losses = tune_group(spec(SoftPrompt(), 60, stop_rule=StopRule(patience=1, tol=10.0), val_samples=64),
+                                 base_E, group_runs(SoftPrompt(), [1], [1e-3, 1e-1]), [0], progress=False)
     # no gain of 10 nats is possible: every run stops at its 2nd validation, and the program ends there
     assert [r["steps_used"] for r in recs] == [20, 20] and {r["stop_reason"] for r in recs} == {"plateau"}
     assert losses.shape == (1, 2, 20) and all(len(r["loss_curve"]) == 20 for r in recs)

@@ -4,39 +4,35 @@
     run_reproduction("quick", "runs/repro-quick", sections=["exp1", "theory"])
 
 One module per paper section: `configs(profile)` gives its sweeps ({run directory name: SweepConfig}), `claims(records,
-profile)` its verdicts (a pure function of the records), and `run(ctx)` runs the sweeps, the claims and the figures
-into the report. Sections run one after another in this process (a TPU chip takes one process), through
-prefixlab.sweep.run_sweep; re-running into the same `out` resumes each sweep and keeps finished theory tables.
+profile)` its verdicts (a pure function of the records), and `run(repro)` runs the sweeps, the claims and the figures
+into the report; `@section(name, configs=...)` (sections.py) registers it, so a new section is one module. Sections
+run in this process (a TPU chip takes one process), through prefixlab.sweep.run_sweep; re-running into the same
+`out` resumes each sweep and keeps finished theory tables.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import time
 from pathlib import Path
 
-from prefixlab.experiments.claims import Claim
+from prefixlab.claim import Claim
 from prefixlab.experiments.lanes import default_lanes, run_lanes
 from prefixlab.experiments.profiles import PROFILES
 from prefixlab.experiments.report import Report, SectionTiming
-
-# section -> (module, its run function); imported when run, so that the theory checks can use Claim without
-# importing the sweeps (and this list is readable without importing JAX)
-RUNNERS = {"exp1": ("exp1", "run"), "exp2": ("exp2", "run"), "exp3": ("exp3", "run"), "exp4": ("exp3", "run_exp4"),
-           "extended": ("extended", "run"), "spread": ("exp3", "run_spread"), "theory": ("theory", "run"),
-           "scaling": ("scaling", "run"), "budget": ("budget", "run")}
-SECTIONS = list(RUNNERS)
+from prefixlab.experiments.sections import registered
 
 
-def runner(section: str):
-    module, function = RUNNERS[section]
-    return getattr(importlib.import_module(f"prefixlab.experiments.{module}"), function)
+def __getattr__(name: str):
+    if name == "SECTIONS":  # the registered sections' names, found when first asked (importing every section)
+        return list(registered())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclasses.dataclass
-class Context:
-    """What a section's run(ctx) needs: where to write, the profile's sizes, the report and the clock."""
+class Reproduction:
+    """One reproduction under way, as a section's run(repro) sees it: where to write, the profile's sizes, the
+    report and the clock."""
 
     out: Path
     profile: str
@@ -83,22 +79,23 @@ def run_reproduction(profile: str, out, sections=None, cache_dir=None, log=print
         raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
     sections = list(PROFILES[profile]["sections"] if sections is None else (
         [s.strip() for s in sections.split(",")] if isinstance(sections, str) else sections))
-    bad = [s for s in sections if s not in RUNNERS]
+    known = registered()
+    bad = [s for s in sections if s not in known]
     if bad:
-        raise ValueError(f"unknown section(s) {bad}; valid: {', '.join(SECTIONS)}")
+        raise ValueError(f"unknown section(s) {bad}; valid: {', '.join(known)}")
     lanes = default_lanes() if lanes is None else lanes
     if lanes < 1:
         raise ValueError(f"lanes must be >= 1, got {lanes}")
     out = Path(out)
-    ctx = Context(out, profile, Path(cache_dir) if cache_dir else None, Report(out, profile, sections, lanes),
-                  SectionTiming(out / "timing.json"), log, progress)
+    repro = Reproduction(out, profile, Path(cache_dir) if cache_dir else None, Report(out, profile, sections, lanes),
+                         SectionTiming(out / "timing.json"), log, progress)
     start = time.perf_counter()
 
     def run_one(name: str) -> None:
         log(f"[{name}] starts at {time.perf_counter() - start:6.0f} s", flush=True)
-        with ctx.timing.measure(name), ctx.report.collecting(name):
-            runner(name)(ctx)
-        ctx.report.write(ctx.timing.wall_s)  # a partial report after every section
+        with repro.timing.measure(name), repro.report.collecting(name):
+            known[name].run(repro)
+        repro.report.write(repro.timing.wall_s)  # a partial report after every section
         log(f"[{name}] done at {time.perf_counter() - start:6.0f} s", flush=True)
 
     run_lanes(sections, run_one, lanes)
@@ -107,4 +104,4 @@ def run_reproduction(profile: str, out, sections=None, cache_dir=None, log=print
     return path
 
 
-__all__ = ["Claim", "PROFILES", "Report", "SECTIONS", "SectionTiming", "run_reproduction"]
+__all__ = ["Claim", "PROFILES", "Report", "Reproduction", "SECTIONS", "SectionTiming", "run_reproduction"]

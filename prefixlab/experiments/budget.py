@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from prefixlab.claim import Claim
 from prefixlab.experiments import scaling
-from prefixlab.experiments.claims import Claim, em, pct, protocol
+from prefixlab.experiments.claims import em, pct, protocol
 from prefixlab.experiments.profiles import PROFILES
+from prefixlab.experiments.sections import section
 
 # the reference's own results (test split, its model), drawn at the paper profile's tuning budget
 EXP2_REF = {"prefix sort_asc": 0.941, "prefix sort_desc": 0.837}
@@ -63,7 +65,7 @@ def figures(records_by_name: dict, figures_dir) -> list:
     as a star at the paper profile's tuning budget of that section."""
     import matplotlib.pyplot as plt
 
-    from prefixlab.report import measure_plot, validation_series
+    from prefixlab.sweep_report import measure_plot, validation_series
 
     paths = []
     for claim, refs, tune, title in (
@@ -85,8 +87,9 @@ def figures(records_by_name: dict, figures_dir) -> list:
     return paths
 
 
-def run(ctx) -> None:
-    scaling.run_sweeps_section(ctx, configs, claims, figures,
+@section("budget", configs=configs)
+def run(repro) -> None:
+    scaling.run_sweeps_section(repro, configs, claims, figures,
                                "Tuning budget: the open claims of exp 2 and exp 3 tuned longer",
                                "Validation exact match of the selected runs every chunk while tuning (a run that "
                                "stopped keeps its last value), mean over seeds with its 95 % interval as a band; the "

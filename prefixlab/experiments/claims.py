@@ -1,40 +1,16 @@
-"""Claim: one checked statement, for the reproduction report and the theory table alike, and the statistics the
-sections' verdicts are made of. Every verdict here is a pure function of result records (no files, no training)."""
+"""The statistics the sections' verdicts are made of (a `prefixlab.claim.Claim` each). Every verdict here is a pure
+function of result records (no files, no training)."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
-from prefixlab.results import mean_std_ci
+from prefixlab.claim import Claim
+from prefixlab.methods import METHODS
+from prefixlab.results import is_tuned, mean_std_ci
 from prefixlab.selection import selected
 
-
-@dataclasses.dataclass(frozen=True)
-class Claim:
-    """statement: what is claimed; measured: what we found (text, or a number for a theory check); reference: the
-    paper's value or the threshold; verdict: True holds, False fails, None shown for comparison only; protocol:
-    how it was measured (the sweep, or a theory check's sizes)."""
-
-    statement: str
-    measured: str | float | int
-    reference: str
-    verdict: bool | None
-    protocol: str = ""
-
-    @property
-    def verdict_text(self) -> str:
-        return {True: "reproduced", False: "not reproduced", None: "(for comparison)"}[self.verdict]
-
-    def theory_row(self) -> dict:
-        """The row of scripts/theory.py's JSON table."""
-        return {"claim": self.statement, "sizes": self.protocol, "measured": self.measured,
-                "threshold": self.reference, "holds": bool(self.verdict)}
-
-    @classmethod
-    def from_theory_row(cls, row: dict) -> Claim:
-        return cls(row["claim"], row["measured"], row["threshold"], bool(row["holds"]), row["sizes"])
+__all__ = ["Claim", "pct", "mean", "matching", "em", "cross", "paired_gap", "hierarchy", "protocol"]
 
 
 def pct(values) -> str:
@@ -97,10 +73,9 @@ def protocol(config, records=()) -> str:
     if config.protocol == "reference":
         stop += "; the reference's optimizer (AdamW, decay 0.01 on the tuned tensors, per-tensor clipping at 1.0)"
     # the groups the sweep runs, so a --match-params LoRA counts though it is not in `methods`
-    tuned = [m for m in dict.fromkeys(g.name for g in config.method_groups()) if m not in ("none", "prompt")]
+    tuned = [m for m in dict.fromkeys(g.name for g in config.method_groups()) if METHODS[m].training == "gradient"]
     lrs = "; ".join(f"{m} {'/'.join(f'{v:g}' for v in config.learning_rates(m))}" for m in tuned)
-    used = [r["steps_used"] for r in matching(records) if r.get("method") not in ("none", "prompt")
-            and r.get("steps_used") is not None]
+    used = [r["steps_used"] for r in matching(records) if is_tuned(r) and r.get("steps_used") is not None]
     steps = f", used {min(used)}–{max(used)}" if used else ""
     return (f"{config.model}, pretrained {config.pretrain_steps} steps on {config.pretrain}; tuned ≤ "
             f"{config.tune_steps} steps{steps}, {stop}; lr {lrs or '-'}"

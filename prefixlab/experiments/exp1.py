@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefixlab.experiments.claims import Claim, em, mean, pct, protocol
+from prefixlab.claim import Claim
+from prefixlab.experiments.claims import em, mean, pct, protocol
 from prefixlab.experiments.profiles import PROFILES
 from prefixlab.experiments.report import records_table
+from prefixlab.experiments.sections import section
 from prefixlab.sweep import SweepConfig
 
 TASKS = ("sort_asc", "sort_desc")
@@ -36,16 +38,17 @@ def claims(records, profile: str) -> list[Claim]:
     return out
 
 
-def run(ctx) -> None:
-    records = ctx.sweep("exp1", configs(ctx.profile)["exp1"])
-    ctx.report.add(claims(records, ctx.profile))
-    fig = attention_figure(ctx.out / "exp1", ctx.report.figures / "exp1_attention.png")
-    ctx.report.section(TITLE, ctx.timing.so_far(), records_table(records) + "\n\n" +
-                       ctx.report.accuracy("exp1", records, "exp 1: exact match of each method") +
-                       f"\n\n![attention maps]({fig.relative_to(ctx.out)})\n\nAttention of the pretrained, "
-                       "fully fine-tuned and prefix-tuned (P = 1) models on one sort_desc input (seed 0, content rows; "
-                       "the prefix model's first column is the prefix slot). Fine-tuning changes the pattern; the "
-                       "prefix can only take attention away from the content, uniformly per row.")
+@section("exp1", configs=configs)
+def run(repro) -> None:
+    records = repro.sweep("exp1", configs(repro.profile)["exp1"])
+    repro.report.add(claims(records, repro.profile))
+    fig = attention_figure(repro.out / "exp1", repro.report.figures / "exp1_attention.png")
+    repro.report.section(TITLE, repro.timing.so_far(), records_table(records) + "\n\n" +
+                         repro.report.accuracy("exp1", records, "exp 1: exact match of each method") +
+                         f"\n\n![attention maps]({fig.relative_to(repro.out)})\n\nAttention of the pretrained, "
+                         "fully fine-tuned and prefix-tuned (P = 1) models on one sort_desc input (seed 0, content "
+                         "rows; the prefix model's first column is the prefix slot). Fine-tuning changes the pattern; "
+                         "the prefix can only take attention away from the content, uniformly per row.")
 
 
 def attention_figure(run_dir: Path, path: Path) -> Path:

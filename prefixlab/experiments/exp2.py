@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from prefixlab.experiments.claims import Claim, cross, em, hierarchy, mean, pct, protocol
+from prefixlab.claim import Claim
+from prefixlab.experiments.claims import cross, em, hierarchy, mean, pct, protocol
 from prefixlab.experiments.profiles import MIX, PROFILES
 from prefixlab.experiments.report import records_table
+from prefixlab.experiments.sections import section
 from prefixlab.sweep import SweepConfig
 
 TASKS = MIX.split(",")
@@ -24,7 +26,8 @@ def configs(profile: str) -> dict[str, SweepConfig]:
     prof = PROFILES[profile]
     model, pre, tune = prof["exp2"]
     return {"exp2": SweepConfig(model=model, pretrain=MIX, tasks=MIX, methods=("none", "prompt", "soft_prompt", "prefix"),
-                                prefix_lengths=(1,), tune_lr={"prefix": (5e-3,)}, prefix_inits=tuple(prof["exp2_inits"]),
+                                prefix_lengths=(1,), tune_lr={"prefix": (5e-3,)},
+                                settings={"prefix": {"init_mode": tuple(prof["exp2_inits"])}},
                                 pretrain_steps=pre, tune_steps=tune, seeds=prof["seeds"], eval_samples=prof["eval"],
                                 lr_grid=prof["lr_grid"], shared_base=prof.get("shared_base", False))}
 
@@ -70,26 +73,27 @@ def matrix(records, init: str) -> str:
     return "\n".join(rows)
 
 
-def run(ctx) -> None:
-    inits = PROFILES[ctx.profile]["exp2_inits"]
-    records = ctx.sweep("exp2", configs(ctx.profile)["exp2"])
-    ctx.report.add(claims(records, ctx.profile))
-    shift, (fig, heads, rescaling) = figures(ctx.out / "exp2", inits, ctx.report.figures)
-    ctx.report.add([shift_claim(shift, len(inits), PROFILES[ctx.profile]["seeds"])])
-    ctx.report.section(TITLE, ctx.timing.so_far(),
-                       records_table(records) + "\n\n" +
-                       ctx.report.accuracy("exp2", records, "exp 2: exact match on each task (mixture base)") +
-                       "\n\nExact match of each task's prefix on every task (mean [95 % "
-                       "interval]):\n\n" + "\n\n".join(matrix(records, i) for i in inits)
-                       + f"\n\n![Figure 3]({fig.relative_to(ctx.out)})\n\nAttention-block output at the last input "
-                       "position for 20 inputs (PCA of all points), without a prefix and with each task's prefix "
-                       "(init sample_vocab): each prefix moves the points towards its own cluster (seed 0)."
-                       f"\n\n![Figure 2]({heads.relative_to(ctx.out)})\n\nThe share of attention each task's "
-                       "prefix takes, per head (64 mixture inputs, content rows, seed 0): which heads a prefix "
-                       "acts on to select its skill."
-                       f"\n\n![Figure 5]({rescaling.relative_to(ctx.out)})\n\nOne input, head 0, the sort_asc "
-                       "prefix: the attention with the prefix, its content part renormalised, and the base's "
-                       "attention without a prefix. The last two are equal: the prefix only rescales each row.")
+@section("exp2", configs=configs)
+def run(repro) -> None:
+    inits = PROFILES[repro.profile]["exp2_inits"]
+    records = repro.sweep("exp2", configs(repro.profile)["exp2"])
+    repro.report.add(claims(records, repro.profile))
+    shift, (fig, heads, rescaling) = figures(repro.out / "exp2", inits, repro.report.figures)
+    repro.report.add([shift_claim(shift, len(inits), PROFILES[repro.profile]["seeds"])])
+    repro.report.section(TITLE, repro.timing.so_far(),
+                         records_table(records) + "\n\n" +
+                         repro.report.accuracy("exp2", records, "exp 2: exact match on each task (mixture base)") +
+                         "\n\nExact match of each task's prefix on every task (mean [95 % "
+                         "interval]):\n\n" + "\n\n".join(matrix(records, i) for i in inits)
+                         + f"\n\n![Figure 3]({fig.relative_to(repro.out)})\n\nAttention-block output at the last input "
+                         "position for 20 inputs (PCA of all points), without a prefix and with each task's prefix "
+                         "(init sample_vocab): each prefix moves the points towards its own cluster (seed 0)."
+                         f"\n\n![Figure 2]({heads.relative_to(repro.out)})\n\nThe share of attention each task's "
+                         "prefix takes, per head (64 mixture inputs, content rows, seed 0): which heads a prefix "
+                         "acts on to select its skill."
+                         f"\n\n![Figure 5]({rescaling.relative_to(repro.out)})\n\nOne input, head 0, the sort_asc "
+                         "prefix: the attention with the prefix, its content part renormalised, and the base's "
+                         "attention without a prefix. The last two are equal: the prefix only rescales each row.")
 
 
 def figures(run_dir: Path, inits, figures_dir: Path):

@@ -8,9 +8,11 @@ import dataclasses
 
 import numpy as np
 
-from prefixlab.experiments.claims import Claim, em, hierarchy, mean, pct, protocol
+from prefixlab.claim import Claim
+from prefixlab.experiments.claims import em, hierarchy, mean, pct, protocol
 from prefixlab.experiments.profiles import MIX, PROFILES
 from prefixlab.experiments.report import records_table
+from prefixlab.experiments.sections import section
 from prefixlab.sweep import SweepConfig
 
 TASKS = MIX + ",sort_asc+add1,double_hist"
@@ -53,12 +55,13 @@ def claims(records, profile: str) -> list[Claim]:
                       protocol=how)]
 
 
-def run(ctx) -> None:
-    records = [r for name, config in configs(ctx.profile).items() for r in ctx.sweep(name, config)]
-    ctx.report.add(claims(records, ctx.profile))
-    ctx.report.section("Experiment 3: pretrained skills, their composition, and a new task", ctx.timing.so_far(),
-                       records_table(records) + "\n\n" +
-                       ctx.report.accuracy("exp3", records, "exp 3: P = 10 prefixes and soft prompts per task"))
+@section("exp3", configs=configs)
+def run(repro) -> None:
+    records = [r for name, config in configs(repro.profile).items() for r in repro.sweep(name, config)]
+    repro.report.add(claims(records, repro.profile))
+    repro.report.section("Experiment 3: pretrained skills, their composition, and a new task", repro.timing.so_far(),
+                         records_table(records) + "\n\n" +
+                         repro.report.accuracy("exp3", records, "exp 3: P = 10 prefixes and soft prompts per task"))
 
 
 # --- exp 4 ---------------------------------------------------------------------------------------------------------
@@ -69,7 +72,7 @@ def configs_exp4(profile: str) -> dict[str, SweepConfig]:
     5e-5, here it gets the LoRA's budget)."""
     prof = PROFILES[profile]
     fair = _common(profile, tasks=("double_hist",), methods=("prefix",), prefix_lengths=(12,), match_params=True,
-                   lora_alpha=1.0, lora_scaling="peft",  # the reference's alpha / r
+                   settings={"lora": {"alpha": (1.0,), "scaling": ("peft",)}},  # the reference's alpha / r
                    tune_steps=prof["exp4_tune"], tune_lr={"prefix": (5e-3,), "lora": (5e-3,)})
     out = {"exp4": fair}
     if "reference" in prof.get("exp4_protocols", ("fair",)):
@@ -95,7 +98,7 @@ def curves_exp4(records, figures_dir):
     band), with the reference's own points (10,000 steps on paper-exp3): whether either is still rising."""
     import matplotlib.pyplot as plt
 
-    from prefixlab.report import measure_plot, validation_series
+    from prefixlab.sweep_report import measure_plot, validation_series
 
     series = validation_series(records, lambda r: r["method"] if r["method"] != "lora" else "LoRA (matched)")
     fig = measure_plot(series, {"LoRA (matched)": (10000, 0.924), "prefix": (10000, 0.003)}, "tuning steps",
@@ -107,20 +110,21 @@ def curves_exp4(records, figures_dir):
     return path
 
 
-def run_exp4(ctx) -> None:
-    by_name = {name: ctx.sweep(name, config) for name, config in configs_exp4(ctx.profile).items()}
+@section("exp4", configs=configs_exp4)
+def run_exp4(repro) -> None:
+    by_name = {name: repro.sweep(name, config) for name, config in configs_exp4(repro.profile).items()}
     for name, records in by_name.items():
-        ctx.report.add(claims_exp4(records, ctx.profile, name))
+        repro.report.add(claims_exp4(records, repro.profile, name))
     records = by_name["exp4"]
-    curves = curves_exp4(records, ctx.report.figures)
+    curves = curves_exp4(records, repro.report.figures)
     under = ("\n\nUnder the reference's protocol (its tuning optimizer, fixed steps, its learning rates; "
              "configs_exp4):\n\n" + records_table(by_name["exp4-reference"])) if "exp4-reference" in by_name else ""
-    ctx.report.section("Experiment 4: prefix vs LoRA at an equal parameter count", ctx.timing.so_far(),
-                       records_table(records) + "\n\n" +
-                       ctx.report.accuracy("exp4", records, "exp 4: double_hist, prefix vs matched LoRA") +
-                       f"\n\n![exp 4 validation curves]({curves.relative_to(ctx.out)})\n\nValidation exact "
-                       "match of the selected runs every chunk while tuning (a run that stopped keeps its last "
-                       "value): the tuning-steps axis of this claim." + under)
+    repro.report.section("Experiment 4: prefix vs LoRA at an equal parameter count", repro.timing.so_far(),
+                         records_table(records) + "\n\n" +
+                         repro.report.accuracy("exp4", records, "exp 4: double_hist, prefix vs matched LoRA") +
+                         f"\n\n![exp 4 validation curves]({curves.relative_to(repro.out)})\n\nValidation exact "
+                         "match of the selected runs every chunk while tuning (a run that stopped keeps its last "
+                         "value): the tuning-steps axis of this claim." + under)
 
 
 # --- Appendix B: prefix-attention spread -----------------------------------------------------------------------------
@@ -134,16 +138,17 @@ def spread_claim(gaps) -> tuple[Claim, str]:
                  "exp3's sort_asc prefixes, 256 test inputs, last input position"), text
 
 
-def run_spread(ctx) -> None:
+@section("spread")
+def run_spread(repro) -> None:
     """How much the last input position's attention over P=10 prefix slots varies across inputs."""
     import jax
 
     from prefixlab import tasks as T
     from prefixlab.analysis import load_run, prefix_attention_spread
 
-    out = ctx.out / "exp3"
+    out = repro.out / "exp3"
     if not (out / "results.jsonl").exists():
-        run(ctx)
+        run(repro)
     run_dir = load_run(out)
     tokens = T.parse_mixture("sort_asc").batch(jax.random.key(11), 256, split="test").tokens_BT
     gaps = []  # seeds x layers, mean over heads
@@ -151,7 +156,8 @@ def run_spread(ctx) -> None:
         model, context = run_dir.model("sort_asc", "prefix", s, context_len=10)
         gaps.append(prefix_attention_spread(model, tokens, context, query=9).mean(axis=-1))
     claim, text = spread_claim(gaps)
-    ctx.report.add([claim])
-    ctx.report.section("Prefix-attention spread across inputs (Appendix B)", ctx.timing.so_far(),
-                       f"Per layer, mean over seeds, heads and slots of the 1st–99th percentile gap over 256 sort_asc "
-                       f"inputs of the last input position's renormalised attention over the 10 prefix slots: {text}.")
+    repro.report.add([claim])
+    repro.report.section("Prefix-attention spread across inputs (Appendix B)", repro.timing.so_far(),
+                         "Per layer, mean over seeds, heads and slots of the 1st–99th percentile gap over 256 "
+                         "sort_asc inputs of the last input position's renormalised attention over the 10 prefix "
+                         f"slots: {text}.")

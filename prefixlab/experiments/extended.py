@@ -3,9 +3,11 @@ seven new ones."""
 
 from __future__ import annotations
 
-from prefixlab.experiments.claims import Claim, em, mean, protocol
+from prefixlab.claim import Claim
+from prefixlab.experiments.claims import em, mean, protocol
 from prefixlab.experiments.profiles import EXT_EVAL, EXT_PRE, PROFILES
 from prefixlab.experiments.report import records_table
+from prefixlab.experiments.sections import section
 from prefixlab.sweep import SweepConfig
 
 
@@ -34,9 +36,11 @@ def claims(records, profile: str) -> list[Claim]:
                   protocol(configs(profile)["extended"], records))]
 
 
-def run(ctx) -> None:
-    records = ctx.sweep("extended", configs(ctx.profile)["extended"])
-    ctx.report.add(claims(records, ctx.profile))
-    ctx.report.section("Extended tasks", ctx.timing.so_far(), f"Prefixes tuned on: {', '.join(tuned_tasks(ctx.profile))} "
-                       "(the base is scored on all 14 tasks).\n\n" + records_table(records) + "\n\n" +
-                       ctx.report.accuracy("extended", records, "extended tasks: P = 10 prefixes and the base"))
+@section("extended", configs=configs)
+def run(repro) -> None:
+    records = repro.sweep("extended", configs(repro.profile)["extended"])
+    repro.report.add(claims(records, repro.profile))
+    repro.report.section("Extended tasks", repro.timing.so_far(),
+                         f"Prefixes tuned on: {', '.join(tuned_tasks(repro.profile))} "
+                         "(the base is scored on all 14 tasks).\n\n" + records_table(records) + "\n\n" +
+                         repro.report.accuracy("extended", records, "extended tasks: P = 10 prefixes and the base"))

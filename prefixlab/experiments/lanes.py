@@ -1,7 +1,7 @@
 """Sections of a reproduction side by side in threads of this one process ("lanes").
 
-On the 2-core CPU one training program leaves part of the machine idle: two at a time gave 1.57x the throughput of
-one (small-exp3 pretraining, 3 seeds, compilation excluded, 2026-12-03); three gave less than two. An accelerator
+On the 2-core CPU one training program leaves part of the machine idle: two at a time gave more throughput than one,
+three no more than two (the measurements: docs/performance.md, "Programs side by side in threads"). An accelerator
 is filled by one program, so there the default is one lane. A section starts once the sections it reads (AFTER)
 have finished; JAX releases the GIL while a program runs, and float64 (the theory checks) is set per thread.
 """

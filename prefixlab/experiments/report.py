@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from prefixlab.experiments.claims import Claim
+from prefixlab.claim import Claim
 from prefixlab.experiments.profiles import PROFILES
 
 
@@ -60,7 +60,7 @@ class Report:
         returns its markdown."""
         import matplotlib.pyplot as plt
 
-        from prefixlab.report import accuracy_bars
+        from prefixlab.sweep_report import accuracy_bars
 
         fig = accuracy_bars(records, title)
         path = self.figures / f"{name}_accuracy.png"
@@ -130,6 +130,6 @@ class SectionTiming:
 
 def records_table(records) -> str:
     """The sweep's summary table without its heading lines."""
-    from prefixlab.report import summary_markdown
+    from prefixlab.sweep_report import summary_markdown
 
     return summary_markdown(records).split("\n", 4)[4]

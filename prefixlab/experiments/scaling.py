@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from prefixlab.claim import Claim
 from prefixlab.experiments import exp2, exp3
-from prefixlab.experiments.claims import Claim, cross, em, mean, pct, protocol
+from prefixlab.experiments.claims import cross, em, mean, pct, protocol
 from prefixlab.experiments.profiles import MIX, PROFILES
+from prefixlab.experiments.sections import section
 
 SORTS = ("sort_asc", "sort_desc")
 EXP3_TASKS = ("sort_asc+add1", "double_hist")
@@ -27,7 +29,7 @@ EXP3_REF = {"prefix sort_asc+add1": (40000, 0.716), "prefix double_hist": (40000
 def exp2_config(profile: str):
     """exp 2's P=1 prefixes on the two sorts (scored on all four mixture tasks), as the profile's exp 2."""
     return dataclasses.replace(exp2.configs(profile)["exp2"], methods=("none", "prefix"),
-                               prefix_inits=("sample_vocab",), tune_tasks=SORTS)
+                               settings={"prefix": {"init_mode": ("sample_vocab",)}}, tune_tasks=SORTS)
 
 
 def exp3_config(profile: str):
@@ -113,7 +115,7 @@ def claims(records_by_name: dict, profile: str) -> list[Claim]:
 def figures(records_by_name: dict, figures_dir) -> list:
     import matplotlib.pyplot as plt
 
-    from prefixlab.report import measure_plot
+    from prefixlab.sweep_report import measure_plot
 
     paths = []
     for claim, series_of, refs, title in (
@@ -133,17 +135,18 @@ def figures(records_by_name: dict, figures_dir) -> list:
     return paths
 
 
-def run_sweeps_section(ctx, configs_of, claims_of, figures_of, title: str, text: str) -> None:
+def run_sweeps_section(repro, configs_of, claims_of, figures_of, title: str, text: str) -> None:
     """A section made of named sweeps: run them, add claims_of(records by name, profile) to the report, and a section
     with `text` and the figures figures_of(records by name, figures dir) draws."""
-    records = {name: ctx.sweep(name, config) for name, config in configs_of(ctx.profile).items()}
-    ctx.report.add(claims_of(records, ctx.profile))
-    images = "\n\n".join(f"![{p.stem}]({p.relative_to(ctx.out)})" for p in figures_of(records, ctx.report.figures))
-    ctx.report.section(title, ctx.timing.so_far(), text + "\n\n" + images)
+    records = {name: repro.sweep(name, config) for name, config in configs_of(repro.profile).items()}
+    repro.report.add(claims_of(records, repro.profile))
+    images = "\n\n".join(f"![{p.stem}]({p.relative_to(repro.out)})" for p in figures_of(records, repro.report.figures))
+    repro.report.section(title, repro.timing.so_far(), text + "\n\n" + images)
 
 
-def run(ctx) -> None:
-    run_sweeps_section(ctx, configs, claims, figures, "Scaling: where the open claims of exp 2 and exp 3 emerge",
+@section("scaling", configs=configs)
+def run(repro) -> None:
+    run_sweeps_section(repro, configs, claims, figures, "Scaling: where the open claims of exp 2 and exp 3 emerge",
                        "Each point is one sweep on a base pretrained that many steps (mean over seeds, 95 % "
                        "interval as a band); the stars are the reference's own results, with its larger models "
                        "and its pretraining.")

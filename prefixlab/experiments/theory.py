@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 
-from prefixlab.experiments.claims import Claim
+from prefixlab.claim import Claim
 from prefixlab.experiments.profiles import PROFILES
+from prefixlab.experiments.sections import section
 
 
 def claims(rows: list[Claim]) -> list[Claim]:
@@ -29,21 +30,22 @@ def table(rows: list[Claim]) -> str:
     return "\n".join(lines)
 
 
-def run(ctx) -> None:
+@section("theory")
+def run(repro) -> None:
     from prefixlab.theory import checks  # here, not at the top: prefixlab.theory.checks imports this package
 
     rows, walls = [], []
-    for part in PROFILES[ctx.profile]["theory"]:
-        path = ctx.out / f"theory-{part}.json"
+    for part in PROFILES[repro.profile]["theory"]:
+        path = repro.out / f"theory-{part}.json"
         if path.exists():
             data = json.loads(path.read_text())
         else:
             command = f"prefixlab.experiments.theory {part}" + (" --model-dir tiny" if part == "identities" else "")
-            ctx.log(f"  theory {part} (in process, float64)", flush=True)
+            repro.log(f"  theory {part} (in process, float64)", flush=True)
             data = checks.timed_part(part, command, model="tiny")
             path.write_text(json.dumps(data, indent=1))
         rows += [Claim.from_theory_row(r) for r in data["rows"]]
         walls.append(data["wall_s"])
-    ctx.report.add(claims(rows))
-    ctx.report.section("Theory verification", sum(walls), "Run in this process (on a CPU beside another section), "
-                       "with float64 enabled in the checks' thread only.\n\n" + table(rows))
+    repro.report.add(claims(rows))
+    repro.report.section("Theory verification", sum(walls), "Run in this process (on a CPU beside another section), "
+                         "with float64 enabled in the checks' thread only.\n\n" + table(rows))

@@ -21,8 +21,8 @@ class WeightAdapter(Method):
     """Wraps the `targets` Linear modules of every block with `wrap`; trains the adapter's own parameter type
     (`param_type`, a subclass of nnx.Param); the base stays frozen."""
 
-    trains_weights: bool = True
-    default_lr: float = 5e-3
+    training: ClassVar[str] = "gradient"
+    default_lr: ClassVar[float] = 5e-3
     targets: tuple[str, ...] = ()
 
     def __post_init__(self):

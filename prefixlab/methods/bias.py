@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
+from prefixlab.methods.registry import register
 from prefixlab.methods.weight_subset import WeightSubset
 
 
+@register
 @dataclasses.dataclass(frozen=True)
 class Bias(WeightSubset):
-    name: str = "bias"
+    name: ClassVar[str] = "bias"
     summary: ClassVar[str] = "every bias term, LayerNorm biases included (BitFit)"
 
     def selects(self, path):

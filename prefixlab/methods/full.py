@@ -9,17 +9,18 @@ import jax
 from flax import nnx
 
 from prefixlab.methods.base import Method
+from prefixlab.methods.registry import register
 from prefixlab.model import abstract_model
 
+@register
 @dataclasses.dataclass(frozen=True)
 class Full(Method):
     """Full fine-tuning: every weight trains (`frozen` is unused)."""
 
+    name: ClassVar[str] = "full"
     summary: ClassVar[str] = 'every weight'
-
-    name: str = "full"
-    trains_weights: bool = True
-    default_lr: float = 5e-4
+    training: ClassVar[str] = "gradient"
+    default_lr: ClassVar[float] = 5e-4
 
     def init(self, key, cfg, base_params, P):
         return base_params

@@ -11,6 +11,8 @@ from flax import nnx
 
 from prefixlab.methods.adapter import WeightAdapter
 from prefixlab.methods.base import MethodError
+from prefixlab.methods.registry import register
+from prefixlab.methods.settings import setting
 from prefixlab.model import Linear
 
 
@@ -32,15 +34,17 @@ class IA3Linear(Linear):
         return super().__call__(scale(x)) if self.scale_input else scale(super().__call__(x))
 
 
+@register
 @dataclasses.dataclass(frozen=True)
 class IA3(WeightAdapter):
+    name: ClassVar[str] = "ia3"
     summary: ClassVar[str] = 'IA3 scales (ones at init) on k, v outputs and the MLP hidden (PEFT)'
     param_type: ClassVar[type] = IA3Param
     label: ClassVar[str] = "IA3"
 
-    name: str = "ia3"
-    targets: tuple[str, ...] = ("k", "v", "proj")
-    feedforward: tuple[str, ...] = ("proj",)
+    targets: tuple[str, ...] = setting(("k", "v", "proj"), "the Linear modules whose outputs (inputs, for "
+                                       "feedforward ones) it scales")
+    feedforward: tuple[str, ...] = setting(("proj",), "targets scaled at their input (PEFT's feedforward modules)")
 
     def __post_init__(self):
         super().__post_init__()

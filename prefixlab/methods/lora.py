@@ -15,6 +15,8 @@ from prefixlab.config import ModelConfig
 from prefixlab.methods.adapter import ADAPTER_MODULES, WeightAdapter
 from prefixlab.methods.base import MethodError
 from prefixlab.methods.prefix import Prefix
+from prefixlab.methods.registry import register
+from prefixlab.methods.settings import setting
 from prefixlab.model import Linear, linear_names
 
 LORA_MODULES = ADAPTER_MODULES
@@ -44,36 +46,42 @@ class LoRALinear(Linear):
         return super().project(x) + ((x @ self.lora_a[...]) @ self.lora_b[...]) * self.lora_scale
 
 
+@register
 @dataclasses.dataclass(frozen=True)
 class LoRA(WeightAdapter):
     """Rank-r update scale * A B on the target Linear modules of every layer; B = 0 at init (PEFT). The scale is
     LORA_SCALINGS[scaling](alpha, rank)."""
 
-    summary: ClassVar[str] = 'rank-r LoRA (B = 0 at init) on --lora-targets of every layer, scaled per --lora-scaling'
+    name: ClassVar[str] = "lora"
+    summary: ClassVar[str] = 'rank-r LoRA (B = 0 at init) on --lora.targets of every layer, scaled per --lora.scaling'
     param_type: ClassVar[type] = LoRAParam
     label: ClassVar[str] = "LoRA"
+    columns: ClassVar[dict] = {"rank": "lora_rank", "alpha": "lora_alpha", "targets": "lora_targets",
+                               "scaling": "lora_scaling"}
+    aliases: ClassVar[dict] = {"lora_ranks": "rank", "lora_alpha": "alpha", "lora_targets": "targets",
+                               "lora_scaling": "scaling"}
+    stored_before: ClassVar[dict] = {"scaling": "peft"}  # checkpoints from before LoRA had a scaling used alpha / r
 
-    name: str = "lora"
-    rank: int = 1
-    alpha: float = 1.0
-    targets: tuple[str, ...] = ("o", "fc", "proj")
-    scaling: str = "constant"
+    rank: int = setting(1, "the rank r of the update")
+    alpha: float = setting(1.0, "the update's scale factor; --lora.scaling says how it meets the rank")
+    targets: tuple[str, ...] = setting(ADAPTER_MODULES, f"target modules from {','.join(ADAPTER_MODULES)} (the "
+                                       "reference's o,fc,proj cannot change a one-layer model's attention pattern)")
+    scaling: str = setting("constant", "the update's scale: constant = alpha at every rank (so ranks compare at one "
+                           "scale), peft = alpha/rank (PEFT, the reference), rslora = alpha/sqrt(rank)",
+                           tuple(LORA_SCALINGS))
 
     def __post_init__(self):
         super().__post_init__()
         if self.rank < 1:
             raise MethodError(f"LoRA rank must be >= 1, got {self.rank}")
+        if not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise MethodError(f"LoRA alpha must be a finite positive number, got {self.alpha}")
         if self.scaling not in LORA_SCALINGS:
             raise MethodError(f"LoRA scaling must be one of {', '.join(LORA_SCALINGS)}, got {self.scaling!r}")
 
     @property
     def scale(self) -> float:
         return LORA_SCALINGS[self.scaling](self.alpha, self.rank)
-
-    @classmethod
-    def sweep_groups(cls, config):
-        return [cls(rank=r, alpha=config.lora_alpha, targets=config.lora_targets, scaling=config.lora_scaling)
-                for r in config.lora_ranks]
 
     def wrap(self, linear, name, key):
         return LoRALinear(linear, self.rank, self.scale, key)
@@ -97,9 +105,9 @@ class LoRA(WeightAdapter):
     def tag(self):
         return f"lora-r{self.rank}-" + "".join(self.targets)
 
-    def record_fields(self):
-        return {**super().record_fields(), "lora_rank": self.rank, "lora_targets": ",".join(self.targets),
-                "lora_scaling": self.scaling}
+    @property
+    def key_tag(self):
+        return f"{self.name}|{self.rank}"
 
 
 MATCH_TOLERANCE = 0.10  # a matched count within ±10 % of the prefix's counts as matched

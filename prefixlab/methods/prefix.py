@@ -11,11 +11,14 @@ from flax import nnx
 
 from prefixlab.methods.base import Method, MethodError, slot_init
 from prefixlab.methods.soft_prompt import SoftPrompt
+from prefixlab.methods.registry import register
+from prefixlab.methods.settings import setting
 from prefixlab.model import Context
 
 PREFIX_INITS = ("normal", "sample_vocab")
 
 
+@register
 @dataclasses.dataclass(frozen=True)
 class Prefix(Method):
     """Reference prefix-tuning: at every layer the attention-block input at the P slots is replaced by learned
@@ -25,16 +28,19 @@ class Prefix(Method):
     (in a causal model) -- at the scale of the model's own activations, which matters without a LayerNorm before
     attention (paper-exp2), where N(0, 1) vectors are ~50x the residual stream and can leave a run stuck."""
 
-    summary: ClassVar[str] = 'reference prefix-tuning: P learned vectors replace the attention-block input at every layer; init --prefix-init'
+    name: ClassVar[str] = "prefix"
+    summary: ClassVar[str] = ('reference prefix-tuning: P learned vectors replace the attention-block input at every '
+                              'layer; init --prefix.init_mode')
+    training: ClassVar[str] = "gradient"
+    default_lr: ClassVar[float] = 5e-3  # as every parameter-efficient method, so the default grids are the same
+    uses_context: ClassVar[bool] = True
+    keeps_base_at_init: ClassVar[bool] = False
+    columns: ClassVar[dict] = {"init_mode": "init"}
+    aliases: ClassVar[dict] = {"prefix_inits": "init_mode", "prefix_init": "init_mode"}
 
-    name: str = "prefix"
-    uses_context: bool = True
-    default_lr: float = 5e-3  # as every parameter-efficient method, so the default grids are the same
-    init_mode: str = "normal"
-
-    @classmethod
-    def sweep_groups(cls, config):
-        return [cls(init_mode=i) for i in config.prefix_inits]
+    init_mode: str = setting("sample_vocab", "normal = N(0, 1) (the reference); sample_vocab = the base's own "
+                             "activations for sampled tokens at the slots, i.e. the prefix starts as the sample_vocab "
+                             "soft prompt", PREFIX_INITS)
 
     @property
     def tag(self):

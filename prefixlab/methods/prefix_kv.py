@@ -10,28 +10,31 @@ import jax
 import jax.numpy as jnp
 
 from prefixlab.methods.base import Method, slot_init
+from prefixlab.methods.registry import register
+from prefixlab.methods.settings import setting
 from prefixlab.model import Context
 
+@register
 @dataclasses.dataclass(frozen=True)
 class PrefixKV(Method):
     """PEFT prefix-tuning: learned keys and values for P virtual tokens at every layer, optionally through a
     reparameterisation MLP (PEFT `prefix_projection`: embedding -> Linear -> tanh -> Linear)."""
 
-    summary: ClassVar[str] = 'PEFT prefix-tuning: learned keys and values per layer (--prefix-projection: reparam. MLP)'
+    name: ClassVar[str] = "prefix_kv"
+    summary: ClassVar[str] = 'PEFT prefix-tuning: learned keys and values per layer (--prefix_kv.projection: reparam. MLP)'
+    training: ClassVar[str] = "gradient"
+    default_lr: ClassVar[float] = 5e-3
+    uses_context: ClassVar[bool] = True
+    keeps_base_at_init: ClassVar[bool] = False
+    aliases: ClassVar[dict] = {"prefix_projection": "projection"}
 
-    name: str = "prefix_kv"
-    uses_context: bool = True
-    default_lr: float = 5e-3
-    projection: bool = False
-    projection_hidden: int = 128
-
-    @classmethod
-    def sweep_groups(cls, config):
-        return [cls(projection=config.prefix_projection)]
+    projection: bool = setting(False, "through PEFT's reparameterisation MLP (prefix_projection)")
+    projection_hidden: int = setting(128, "the reparameterisation MLP's hidden width")
 
     @property
     def tag(self):
-        return self.name + ("-projection" if self.projection else "")
+        hidden = "" if self.projection_hidden == 128 else f"-hidden{self.projection_hidden}"
+        return self.name + ("-projection" if self.projection else "") + hidden
 
     def _kv_size(self, cfg):
         return cfg.n_layer * 2 * cfg.n_head * cfg.hd

@@ -9,26 +9,31 @@ import jax
 import jax.numpy as jnp
 
 from prefixlab.methods.base import Method, MethodError, slot_init
+from prefixlab.methods.registry import register
+from prefixlab.methods.settings import setting
 from prefixlab.model import Context
 
 SOFT_PROMPT_INITS = ("random", "vocab", "sample_vocab")
 
 
+@register
 @dataclasses.dataclass(frozen=True)
 class SoftPrompt(Method):
     """P learned input embeddings at the input layer only (prompt tuning)."""
 
-    summary: ClassVar[str] = 'P learned input embeddings (prompt tuning); init --soft-prompt-init'
+    name: ClassVar[str] = "soft_prompt"
+    summary: ClassVar[str] = 'P learned input embeddings (prompt tuning); init --soft_prompt.init_mode'
+    training: ClassVar[str] = "gradient"
+    default_lr: ClassVar[float] = 5e-3
+    uses_context: ClassVar[bool] = True
+    keeps_base_at_init: ClassVar[bool] = False
+    columns: ClassVar[dict] = {"init_mode": "init"}
+    aliases: ClassVar[dict] = {"soft_prompt_init": "init_mode"}
 
-    name: str = "soft_prompt"
-    uses_context: bool = True
-    default_lr: float = 5e-3
-    init_mode: str = "sample_vocab"  # PEFT: RANDOM, TEXT (= vocab), SAMPLE_VOCAB
-    init_tokens: tuple[int, ...] = ()  # for init_mode "vocab"
-
-    @classmethod
-    def sweep_groups(cls, config):
-        return [cls(init_mode=config.soft_prompt_init)]
+    init_mode: str = setting("sample_vocab", "the embeddings' init: random = N(0, 1); vocab = the embeddings of "
+                             "init_tokens; sample_vocab = of sampled tokens (PEFT's RANDOM, TEXT, SAMPLE_VOCAB)",
+                             SOFT_PROMPT_INITS)
+    init_tokens: tuple[int, ...] = setting((), "the token ids init_mode vocab starts from, repeated to P")
 
     @property
     def tag(self):

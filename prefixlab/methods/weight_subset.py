@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 from flax import nnx
@@ -16,8 +17,8 @@ class WeightSubset(Method):
     """Trains the base weights whose path `selects`; a subclass names them. `trainable` is that part of the
     base's state, initialised to the pretrained values; `frozen` supplies the rest."""
 
-    trains_weights: bool = True
-    default_lr: float = 5e-3
+    training: ClassVar[str] = "gradient"
+    default_lr: ClassVar[float] = 5e-3
 
     def selects(self, path: tuple) -> bool:
         raise NotImplementedError

@@ -46,8 +46,8 @@ def attention_identities(model: Transformer, tokens_BT, ctx: Context) -> list[La
     if ctx.embeds_PD is not None:
         slots_BPD = jnp.broadcast_to(ctx.embeds_PD.astype(x.dtype), (B, P, cfg.d_model))
     x = jnp.concatenate([slots_BPD, x], axis=1)
-    allowed_pt = _allowed(P, P + T, ctx.valid_P, cfg.causal)
-    allowed_ref = _allowed(0, T, jnp.ones((0,), bool), cfg.causal)
+    allowed_pt = _allowed(jnp.arange(P + T), P + T, ctx.valid_P, cfg.causal)
+    allowed_ref = _allowed(jnp.arange(T), T, jnp.ones((0,), bool), cfg.causal)
     _, model_layers, _ = model.stream(tokens_BT, ctx, collect=True)
 
     out = []

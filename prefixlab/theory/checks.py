@@ -19,9 +19,9 @@ import numpy as np
 from flax import nnx
 
 from prefixlab import theory
+from prefixlab.claim import Claim
 from prefixlab.config import PRESETS, preset
 from prefixlab.decode import greedy_generate
-from prefixlab.experiments.claims import Claim
 from prefixlab.model import Transformer
 
 PARTS = ("identities", "all", "wang-scan")

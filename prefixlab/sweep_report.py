@@ -47,9 +47,9 @@ def summary_markdown(records: list[dict]) -> str:
         "joined by '/', where seeds chose differently; results.csv keeps the whole grid), and steps reads "
         "'mean used/budget' where runs stopped early.",
         "",
-        "| task | method | len (tokens) | rank | lr | trainable params | steps | exact match % | ± std (pp) "
+        "| task | method | len (tokens) | lr | trainable params | steps | exact match % | ± std (pp) "
         "| token acc % | seeds | wall s/run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         seeds = f"{r['n_seeds']}" + (f" ({r['n_diverged']} diverged)" if r["n_diverged"] else "")
@@ -57,28 +57,28 @@ def summary_markdown(records: list[dict]) -> str:
         wall = "-" if r["wall_s"] is None else f"{r['wall_s']:.1f}"
         lr, steps = _tuning(r)
         lines.append(
-            f"| {r['task']} | {method_label(r)} | {_dash(r['context_len'])} | {_dash(r['lora_rank'])} | {lr} | "
+            f"| {r['task']} | {method_label(r)} | {_dash(r['context_len'])} | {lr} | "
             f"{r['trainable_params']:,} | {steps} | {_pct(r['exact_match'], r['exact_match_ci95'])} | {std} | "
             f"{_pct(r['token_accuracy'])} | {seeds} | {wall} |")
     return "\n".join(lines + _cross_table(rows)) + "\n"
 
 
 def _cross_table(rows: list[dict]) -> list[str]:
-    """Each run scored on every task: rows are (tuned on, method, len, rank, lr), so no two rows look alike."""
+    """Each run scored on every task: rows are (tuned on, method, len, lr), so no two rows look alike."""
     crossed = [r for r in rows if r["cross_exact_match"]]
     if not crossed:
         return []
     tasks = sorted({r["task"] for r in rows} | {t for r in crossed for t in r["cross_exact_match"]})
     lines = ["", "## Each tuned run on every task (exact match %, mean over seeds)", "",
-             "Rows: tuned on (method, length, LoRA rank, lr); columns: evaluated on. The diagonal is the task it "
-             "was tuned for; `none` is the untuned base.",
-             "", "| tuned on | method | len (tokens) | rank | lr | " + " | ".join(tasks) + " |",
-             "|---|---|---|---|---|" + "---|" * len(tasks)]
+             "Rows: tuned on (method and its settings, length, lr); columns: evaluated on. The diagonal is the task "
+             "it was tuned for; `none` is the untuned base.",
+             "", "| tuned on | method | len (tokens) | lr | " + " | ".join(tasks) + " |",
+             "|---|---|---|---|" + "---|" * len(tasks)]
     for r in crossed:
         cells = [_pct(r["exact_match"]) if t == r["task"] else
                  ("-" if t not in r["cross_exact_match"] else _pct(r["cross_exact_match"][t])) for t in tasks]
-        lines.append(f"| {r['task']} | {method_label(r)} | {_dash(r['context_len'])} | {_dash(r['lora_rank'])} | "
-                     f"{_tuning(r)[0]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['task']} | {method_label(r)} | {_dash(r['context_len'])} | {_tuning(r)[0]} | "
+                     + " | ".join(cells) + " |")
     return lines
 
 
@@ -119,8 +119,6 @@ def _series_name(r, varied, with_len=False) -> str:
     name = label
     if with_len and label in varied["context_len"]:
         name += f" P={r['context_len']}"
-    if r.get("lora_rank") is not None:
-        name += f" r={r['lora_rank']}"
     if label in varied["lr"] and is_tuned(r):
         name += f" lr {r['lr']:g}"
     return name

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from prefixlab.report import PLOTS, figures, summary_markdown, write_report
+from prefixlab.sweep_report import PLOTS, figures, summary_markdown, write_report
 from prefixlab.results import append_jsonl
 
 REPORT = Path(__file__).resolve().parent.parent / "scripts" / "report.py"
@@ -25,8 +25,8 @@ def records():
 def test_summary_has_interval_and_cross_matrix():
     text = summary_markdown(records())
     # prefix P=4: mean 51.0, std 1.0, 95 % half-width 4.303 * 1 / sqrt(3) = 2.48
-    assert "| sort_desc | prefix | 4 | - | 0.001 | 40 | 20 | 51.0 [48.5, 53.5] | 1.0 |" in text
-    assert "| sort_desc | none | - | - | - | 90 | - |" in text  # the base's lr and steps are pretraining's
+    assert "| sort_desc | prefix | 4 | 0.001 | 40 | 20 | 51.0 [48.5, 53.5] | 1.0 |" in text
+    assert "| sort_desc | none | - | - | 90 | - |" in text  # the base's lr and steps are pretraining's
     assert "## Each tuned run on every task" in text and "| sort_desc | lora:" not in text.split("##")[0][:0]
 
 
@@ -66,24 +66,24 @@ def test_write_report_lists_its_files(tmp_path):
 
 
 def sweep_records(tasks=("sort_desc",), eval_only=("add1",)):
-    """Prefix at three lengths, LoRA at ranks 1 and 4, prompt search and the base, 3 seeds; `eval_only` tasks have
-    only the base's records (scored, never tuned), as in the extended-tasks experiment."""
+    """Prefix at three lengths, LoRA at ranks 1 and 4 (two groups), prompt search and the base, 3 seeds; `eval_only`
+    tasks have only the base's records (scored, never tuned), as in the extended-tasks experiment."""
     out = []
     runs = [("prefix", p, None, 5e-3, 0.2 * i) for i, p in enumerate((1, 4, 16))]
     runs += [("lora", None, rank, 5e-3, 0.9) for rank in (1, 4)] + [("prompt", 2, None, 0.0, 0.1)]
     for task in tasks:
         for method, p, rank, lr, em in runs + [("none", None, None, 5e-4, 0.05)]:
             for seed in range(3):
+                tag = f"lora-r{rank}-ofc" if rank else method
                 out.append(dict(pretrain="sort_asc", model="tiny", pretrain_steps=100, task=task, method=method,
-                                init="normal" if method == "prefix" else None, context_len=p, lora_rank=rank,
-                                lora_targets="o,fc" if rank else None, lr=lr, seed=seed,
+                                group=f"{task}/{tag}", context_len=p, lr=lr, seed=seed,
                                 exact_match=em + 0.01 * seed, token_accuracy=em, trainable_params=32 * (p or rank or 9),
                                 steps=100 if method == "none" else 20, wall_s=1.0, status="ok",
                                 loss_curve=[2.0, 1.0, 0.5] if method not in ("none", "prompt") else [0.3],
                                 cross_exact_match={t: 0.02 for t in eval_only}))
     for task in eval_only:
-        out += [dict(out[-1], task=task, method="none", init=None, context_len=None, lora_rank=None, lora_targets=None,
-                     lr=5e-4, steps=100, seed=seed) for seed in range(3)]
+        out += [dict(out[-1], task=task, method="none", group=f"{task}/none", context_len=None, lr=5e-4, steps=100,
+                     seed=seed) for seed in range(3)]
     return out
 
 
@@ -111,12 +111,12 @@ def test_eval_only_task_has_no_panel_and_each_setting_its_own_style():
         for name, fig in figs.items():
             assert [ax.get_title() for ax in fig.axes] == ["sort_desc"], name  # no add1 panel: it was not tuned
         by_name = legend(figs["accuracy_vs_length.png"])
-        assert {"lora:o,fc r=1", "lora:o,fc r=4", "prefix", "prompt"} <= set(by_name)
+        assert {"lora-r1-ofc", "lora-r4-ofc", "prefix", "prompt"} <= set(by_name)
         styles = [s for n, s in by_name.items() if not n.startswith("none")]
         assert len(set(c for c, _ in styles)) == len(styles) and len(set(m for _, m in styles)) == len(styles)
-        assert legend(figs["accuracy_vs_params.png"])["lora:o,fc r=4"] == by_name["lora:o,fc r=4"]
+        assert legend(figs["accuracy_vs_params.png"])["lora-r4-ofc"] == by_name["lora-r4-ofc"]
         losses = legend(figs["loss_curves.png"])
-        assert {"prefix P=1", "prefix P=4", "prefix P=16", "lora:o,fc r=1", "lora:o,fc r=4"} == set(losses)
+        assert {"prefix P=1", "prefix P=4", "prefix P=16", "lora-r1-ofc", "lora-r4-ofc"} == set(losses)
         assert len(set(losses.values())) == len(losses)  # prompt search (one loss value) has no curve
         ax = figs["accuracy_vs_length.png"].axes[0]
         assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "4", "16"]  # integer lengths run
@@ -132,16 +132,16 @@ def test_base_only_sweep_writes_no_empty_plot(tmp_path):
     assert not list((tmp_path / "plots").iterdir())
 
 
-def test_untuned_rows_show_no_tuning_settings_and_cross_table_has_rank():
+def test_untuned_rows_show_no_tuning_settings_and_each_group_its_row():
     text = summary_markdown(sweep_records())
     main, cross = text.split("## Each tuned run")
     # the base's lr and steps are pretraining's, prompt search has none: both '-'
-    assert "| sort_desc | none | - | - | - | 288 | - | 6.0 [3.5, 8.5] |" in main
-    assert "| sort_desc | prompt | 2 | - | - | 64 | - |" in main
-    assert "| sort_desc | lora:o,fc | - | 4 | 0.005 | 128 | 20 |" in main
-    assert "| tuned on | method | len (tokens) | rank | lr | add1 | sort_desc |" in cross
-    assert "| sort_desc | lora:o,fc | - | 1 | 0.005 | 2.0 | 91.0 |" in cross
-    assert "| sort_desc | lora:o,fc | - | 4 | 0.005 | 2.0 | 91.0 |" in cross
+    assert "| sort_desc | none | - | - | 288 | - | 6.0 [3.5, 8.5] |" in main
+    assert "| sort_desc | prompt | 2 | - | 64 | - |" in main
+    assert "| sort_desc | lora-r4-ofc | - | 0.005 | 128 | 20 |" in main
+    assert "| tuned on | method | len (tokens) | lr | add1 | sort_desc |" in cross
+    assert "| sort_desc | lora-r1-ofc | - | 0.005 | 2.0 | 91.0 |" in cross
+    assert "| sort_desc | lora-r4-ofc | - | 0.005 | 2.0 | 91.0 |" in cross
 
 
 def test_many_lengths_get_thinned_integer_ticks():
@@ -157,7 +157,7 @@ def test_many_lengths_get_thinned_integer_ticks():
 def test_accuracy_bars_one_bar_per_setting_with_its_interval():
     import matplotlib.pyplot as plt
 
-    from prefixlab.report import accuracy_bars
+    from prefixlab.sweep_report import accuracy_bars
 
     fig = accuracy_bars(records(), "title")
     ax = fig.axes[0]
@@ -171,7 +171,7 @@ def test_accuracy_bars_one_bar_per_setting_with_its_interval():
 
 
 def test_validation_series_carries_a_stopped_runs_last_value_forward():
-    from prefixlab.report import validation_series
+    from prefixlab.sweep_report import validation_series
 
     curve = lambda steps, em: {"step": steps, "loss": [1.0] * len(steps), "exact_match": em}
     recs = [dict(method="lora", seed=0, val_curve=curve([250, 500], [0.5, 1.0])),  # solved at 500, stopped
@@ -185,7 +185,7 @@ def test_validation_series_carries_a_stopped_runs_last_value_forward():
 def test_measure_plot_draws_each_series_mean_and_its_reference_star_in_its_colour():
     import matplotlib.pyplot as plt
 
-    from prefixlab.report import measure_plot
+    from prefixlab.sweep_report import measure_plot
 
     fig = measure_plot({"prefix": [(2000, [0.1, 0.3]), (8000, [0.5, 0.7])], "base": [(2000, [0.0]), (8000, [0.2])]},
                        {"prefix": (20000, 0.9)}, "steps", log_x=True)
