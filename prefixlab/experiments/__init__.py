@@ -66,12 +66,12 @@ def _quiet(*args, **kwargs):
 
 
 def run_reproduction(profile: str, out, sections=None, cache_dir=None, log=print, progress=False,
-                     lanes: int | None = None) -> Path:
+                     lanes: int | None = None, eta: bool = True) -> Path:
     """Runs `sections` (default: the profile's own, PROFILES[profile]["sections"]; the report keeps the order given)
     of the reproduction with the sizes of `profile` into `out`, `lanes` sections at a time (default: 2 on a CPU,
     1 on an accelerator; see lanes.py); writes <out>/report.md after every section and returns its path.
-    Results do not depend on `lanes`. `log(*args, flush=...)` gets the
-    reproduction's lines (a section's start, each sweep's run directory); with progress=True also the sweeps' own
+    Results do not depend on `lanes`. eta: first log each section's ETA (an upper bound). `log(*args, flush=...)`
+    gets the reproduction's lines (a section's start, each sweep's run directory); with progress=True also the sweeps' own
     (bases restored or pretrained, one line per finished group, the sweep's table), and every training run shows
     a tqdm bar (tqdm.auto: a widget in a notebook), so a long section shows how it goes. Raises ValueError for an
     unknown profile or section, prefixlab.sweep.SweepError when a sweep cannot run or resume as configured."""
@@ -89,6 +89,13 @@ def run_reproduction(profile: str, out, sections=None, cache_dir=None, log=print
     out = Path(out)
     repro = Reproduction(out, profile, Path(cache_dir) if cache_dir else None, Report(out, profile, sections, lanes),
                          SectionTiming(out / "timing.json"), log, progress)
+    if eta:  # each section's upper-bound time, before any work (prefixlab/experiments/eta.py)
+        from prefixlab.experiments.eta import describe, estimate, section_configs
+
+        rates, seen = {}, set()
+        for name in sections:
+            log(describe(name, estimate([repro.config(c) for c in section_configs(name, profile)], rates, seen)),
+                flush=True)
     start = time.perf_counter()
 
     def run_one(name: str) -> None:

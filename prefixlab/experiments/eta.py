@@ -70,19 +70,12 @@ def estimate(configs, rates: dict | None = None, bases_seen: set | None = None) 
     return Estimate(pre, tune, groups, seconds)
 
 
-# section -> (module, the function giving its sweeps); sections without sweeps (spread, theory) cost no training
-SECTION_CONFIGS = {"exp1": ("exp1", "configs"), "exp2": ("exp2", "configs"), "exp3": ("exp3", "configs"),
-                   "exp4": ("exp3", "configs_exp4"), "extended": ("extended", "configs"),
-                   "scaling": ("scaling", "configs"), "budget": ("budget", "configs")}
-
-
 def section_configs(section: str, profile: str) -> list:
-    import importlib
+    """The sweeps of a registered section (none for a section without sweeps, like spread or theory)."""
+    from prefixlab.experiments.sections import registered
 
-    if section not in SECTION_CONFIGS:
-        return []
-    module, function = SECTION_CONFIGS[section]
-    return list(getattr(importlib.import_module(f"prefixlab.experiments.{module}"), function)(profile).values())
+    found = registered().get(section)
+    return [] if found is None or found.configs is None else list(found.configs(profile).values())
 
 
 def describe(section: str, e: Estimate) -> str:
