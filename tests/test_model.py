@@ -100,16 +100,18 @@ def test_reference_init_statistics():
     assert float(jnp.abs(m.blocks[0].attn.q.bias[...]).max()) == 0.0
 
 
-def test_prefill_and_decode_match_full_forward():
-    m = tiny_model()
-    x = tokens(4)
-    ctx = Context(jnp.array([True, False]), layer_inputs_LPD=jax.random.normal(jax.random.key(1), (2, 2, 16)))
+def assert_decoding_matches_full_forward(m, x, ctx, prompt_len=12):
     full = m(x, ctx)
-    logits, cache = m.prefill(x[:, :12], ctx, cache_len=19)
-    np.testing.assert_allclose(logits[:, :12], full[:, :12], atol=1e-5)
-    for t in range(12, 19):
+    logits, cache = m.prefill(x[:, :prompt_len], ctx, cache_len=x.shape[1])
+    np.testing.assert_allclose(logits, full[:, :prompt_len], atol=1e-5)
+    for t in range(prompt_len, x.shape[1]):
         step, cache = m.decode_step(x[:, t], t, cache, ctx)
         np.testing.assert_allclose(step, full[:, t], atol=1e-5)
+
+
+def test_prefill_and_decode_match_full_forward():
+    ctx = Context(jnp.array([True, False]), layer_inputs_LPD=jax.random.normal(jax.random.key(1), (2, 2, 16)))
+    assert_decoding_matches_full_forward(tiny_model(), tokens(4), ctx)
 
 
 @jax.tree_util.register_dataclass
@@ -135,12 +137,7 @@ def test_a_new_context_term_reaches_forward_prefill_and_cached_decoding():
     ctx = Context(jnp.array([True, False]), layer_inputs_LPD=jax.random.normal(jax.random.key(1), (2, 2, 16)),
                   terms=(shift,))
     x = tokens(4, B=16)
-    full = m(x, ctx)
-    logits, cache = m.prefill(x[:, :12], ctx, cache_len=19)
-    np.testing.assert_allclose(logits[:, :12], full[:, :12], atol=1e-5)
-    for t in range(12, 19):
-        step, cache = m.decode_step(x[:, t], t, cache, ctx)
-        np.testing.assert_allclose(step, full[:, t], atol=1e-5)
+    assert_decoding_matches_full_forward(m, x, ctx)
     preds = greedy_generate(m, x[:, :10], 9, ctx)
     recomputed = m(jnp.concatenate([x[:, :10], preds[:, :-1]], axis=1), ctx, logits_from=9).argmax(-1)
     np.testing.assert_array_equal(preds, recomputed)

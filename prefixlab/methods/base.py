@@ -99,5 +99,16 @@ class Method:
         return {self.columns.get(f.name, f.name): S.as_json(getattr(self, f.name)) for f in S.fields(self)}
 
 
+@dataclasses.dataclass(frozen=True)
+class SlotMethod(Method):
+    """A method that tunes what fills the P context slots, by gradient (soft prompt, prefix, PEFT prefix): it runs at
+    each of the sweep's context lengths, and its slots change the base's outputs from init on."""
+
+    training: ClassVar[str] = "gradient"
+    default_lr: ClassVar[float] = 5e-3  # as every parameter-efficient method, so the default grids are the same
+    uses_context: ClassVar[bool] = True
+    keeps_base_at_init: ClassVar[bool] = False
+
+
 def _compact(value) -> str:
     return "".join(map(str, value)) if isinstance(value, tuple) else str(value)

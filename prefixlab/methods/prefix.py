@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from prefixlab.methods.base import Method, MethodError, slot_init
+from prefixlab.methods.base import MethodError, SlotMethod, slot_init
 from prefixlab.methods.soft_prompt import SoftPrompt
 from prefixlab.methods.registry import register
 from prefixlab.methods.settings import setting
@@ -20,7 +20,7 @@ PREFIX_INITS = ("normal", "sample_vocab")
 
 @register
 @dataclasses.dataclass(frozen=True)
-class Prefix(Method):
+class Prefix(SlotMethod):
     """Reference prefix-tuning: at every layer the attention-block input at the P slots is replaced by learned
     vectors, so the frozen weights compute their keys and values.
     init_mode "normal": N(0, 1) as in the reference. "sample_vocab": what the base computes at the slots when they
@@ -31,10 +31,6 @@ class Prefix(Method):
     name: ClassVar[str] = "prefix"
     summary: ClassVar[str] = ('reference prefix-tuning: P learned vectors replace the attention-block input at every '
                               'layer; init --prefix.init_mode')
-    training: ClassVar[str] = "gradient"
-    default_lr: ClassVar[float] = 5e-3  # as every parameter-efficient method, so the default grids are the same
-    uses_context: ClassVar[bool] = True
-    keeps_base_at_init: ClassVar[bool] = False
     columns: ClassVar[dict] = {"init_mode": "init"}
     aliases: ClassVar[dict] = {"prefix_inits": "init_mode", "prefix_init": "init_mode"}
 

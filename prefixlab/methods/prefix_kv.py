@@ -9,23 +9,19 @@ import math
 import jax
 import jax.numpy as jnp
 
-from prefixlab.methods.base import Method, slot_init
+from prefixlab.methods.base import SlotMethod, slot_init
 from prefixlab.methods.registry import register
 from prefixlab.methods.settings import setting
 from prefixlab.model import Context
 
 @register
 @dataclasses.dataclass(frozen=True)
-class PrefixKV(Method):
+class PrefixKV(SlotMethod):
     """PEFT prefix-tuning: learned keys and values for P virtual tokens at every layer, optionally through a
     reparameterisation MLP (PEFT `prefix_projection`: embedding -> Linear -> tanh -> Linear)."""
 
     name: ClassVar[str] = "prefix_kv"
     summary: ClassVar[str] = 'PEFT prefix-tuning: learned keys and values per layer (--prefix_kv.projection: reparam. MLP)'
-    training: ClassVar[str] = "gradient"
-    default_lr: ClassVar[float] = 5e-3
-    uses_context: ClassVar[bool] = True
-    keeps_base_at_init: ClassVar[bool] = False
     aliases: ClassVar[dict] = {"prefix_projection": "projection"}
 
     projection: bool = setting(False, "through PEFT's reparameterisation MLP (prefix_projection)")

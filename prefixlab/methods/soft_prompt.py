@@ -8,7 +8,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from prefixlab.methods.base import Method, MethodError, slot_init
+from prefixlab.methods.base import MethodError, SlotMethod, slot_init
 from prefixlab.methods.registry import register
 from prefixlab.methods.settings import setting
 from prefixlab.model import Context
@@ -18,15 +18,11 @@ SOFT_PROMPT_INITS = ("random", "vocab", "sample_vocab")
 
 @register
 @dataclasses.dataclass(frozen=True)
-class SoftPrompt(Method):
+class SoftPrompt(SlotMethod):
     """P learned input embeddings at the input layer only (prompt tuning)."""
 
     name: ClassVar[str] = "soft_prompt"
     summary: ClassVar[str] = 'P learned input embeddings (prompt tuning); init --soft_prompt.init_mode'
-    training: ClassVar[str] = "gradient"
-    default_lr: ClassVar[float] = 5e-3
-    uses_context: ClassVar[bool] = True
-    keeps_base_at_init: ClassVar[bool] = False
     columns: ClassVar[dict] = {"init_mode": "init"}
     aliases: ClassVar[dict] = {"soft_prompt_init": "init_mode"}
 
