@@ -119,9 +119,15 @@ def make_dirs(path: Path) -> list[Path]:
     while not path.exists() and not path.is_symlink():
         missing.append(path)
         path = path.parent
+    made = []
     for d in reversed(missing):
-        d.mkdir()
-    return list(reversed(missing))
+        try:
+            d.mkdir()
+            made.append(d)
+        except FileExistsError:  # another lane or process made it first: not ours to remove
+            if not d.is_dir() or d.is_symlink():
+                raise
+    return made
 
 
 def unmake(created: list[Path]) -> None:
