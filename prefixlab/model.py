@@ -59,6 +59,12 @@ class ContextTerm:
         """Block `layer`'s attention keys and values of the rows (before they join the cache)."""
         return k_BQHK, v_BQHK
 
+    def head_output(self, layer: int, q_BQHK, out_BQHK, at: Span):
+        """Block `layer`'s per-head attention output rows (softmax-weighted values, before W_o), given the rows'
+        queries: the attention weights are fixed by now, so a term here changes what a head emits, never where it
+        looks (PrefixMemory-Tuning's phi(q)^T M). `at`: the query rows (the last block may compute fewer)."""
+        return out_BQHK
+
 
 def _over_batch(a, B: int, dtype):
     return jnp.broadcast_to(a, (B, *a.shape)).astype(dtype)
@@ -202,12 +208,15 @@ class Attention(nnx.Module):
             return q.reshape(shape), k.reshape(shape), v.reshape(shape)
         return self.q(h_BSD).reshape(shape), self.k(h_BSD).reshape(shape), self.v(h_BSD).reshape(shape)
 
-    def attend(self, q_BQHK, k_BSHK, v_BSHK, allowed_QS, drop_key):
-        """softmax(q k^T * scale) v over the allowed keys; also returns the probabilities (B, H, Q, S)."""
+    def attend(self, q_BQHK, k_BSHK, v_BSHK, allowed_QS, drop_key, head_output=None):
+        """softmax(q k^T * scale) v over the allowed keys, each head's output passed through `head_output` (the
+        context terms' hook) before W_o; also returns the probabilities (B, H, Q, S)."""
         scores_BHQS = jnp.einsum("bqhk,bshk->bhqs", q_BQHK, k_BSHK) * self.cfg.scale
         scores_BHQS = jnp.where(allowed_QS[None, None], scores_BHQS, NEG_INF)
         probs_BHQS = jax.nn.softmax(scores_BHQS, axis=-1)
         out_BQHK = jnp.einsum("bhqs,bshk->bqhk", _dropout(probs_BHQS, self.cfg.dropout, drop_key), v_BSHK)
+        if head_output is not None:
+            out_BQHK = head_output(out_BQHK)
         B, Q = out_BQHK.shape[:2]
         return self.o(out_BQHK.reshape(B, Q, -1)), probs_BHQS
 
@@ -290,8 +299,22 @@ class Block(nnx.Module):
         if cache_kv is not None:
             k = jax.lax.dynamic_update_slice_in_dim(cache_kv[0], k, at.start, axis=1)
             v = jax.lax.dynamic_update_slice_in_dim(cache_kv[1], v, at.start, axis=1)
-        a, probs = self.attn.attend(q[:, q_from:], k, v, allowed_QS[q_from:], keys[2])
+        q_rows, rows = q[:, q_from:], _query_rows(at, q_from)
+
+        def head_output(out_BQHK):
+            for term in terms:  # the default hook returns its input: no op is traced, a term-free model is unchanged
+                out_BQHK = term.head_output(layer, q_rows, out_BQHK, rows)
+            return out_BQHK
+
+        a, probs = self.attn.attend(q_rows, k, v, allowed_QS[q_from:], keys[2], head_output)
         return self._finish(x_BQD[:, q_from:], a, keys[:2]), (k, v, probs)
+
+
+def _query_rows(at: Span, q_from: int) -> Span:
+    """The rows from q_from on of the rows `at`, as a Span."""
+    if not q_from:
+        return at
+    return Span(max(at.slots - q_from, 0), at.start + q_from, at.content_start + max(q_from - at.slots, 0))
 
 
 def _allowed(query_pos_Q, S, valid_P, causal):
