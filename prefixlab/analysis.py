@@ -24,6 +24,7 @@ from prefixlab.config import ModelConfig
 from prefixlab.methods import RunData, get_method, method_from_settings
 from prefixlab.model import Context, Transformer, abstract_model
 from prefixlab.tune import RunSpec
+from prefixlab.weight_spectrum import weight_spectrum  # noqa: F401 (analysis.weight_spectrum: weights vs the base)
 
 
 def config_from_dict(d: dict) -> ModelConfig:
