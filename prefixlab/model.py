@@ -9,7 +9,8 @@ are built in, from its fields:
   layer_inputs_LPD   at every layer, the attention-block input at the slots is replaced (reference prefix)
   keys_LPHK/values_  at every layer, the slots' attention keys and values are given (PEFT prefix)
 
-and a method adds its own kind as a term in `Context.terms`. Masked (invalid) slots are never attended to. Only
+and a method adds its own kind as a term in `Context.terms` (hooks: the slots, a block's input, its keys and values,
+each head's output before W_o). Masked (invalid) slots are never attended to. Only
 content positions produce logits. The full forward pass, `prefill` and cached decoding (`decode_step`) run the same
 per-block code (`Block.__call__`, one mask `_allowed`), so every term reaches all three alike.
 """
