@@ -1,0 +1,251 @@
+"""What weight methods break (issue 35, item 3): a base pretrained on a task mixture is tuned on one of its tasks by
+full fine-tuning, LoRA (ranks, scalings), a prefix and a soft prompt; each tuned model's weights are compared with
+the base's (intruder dimensions, Shuttleworth et al. 2025; prefixlab/weight_spectrum.py) and scored on the base's
+other pretraining tasks (forgetting, Biderman et al. 2024), context methods with and without their context.
+
+Sweeps: `forgetting` (every method), `forgetting-peft` and `forgetting-rslora` (LoRA under PEFT's alpha/r and
+rsLoRA's alpha/sqrt(r)) and
+`forgetting-early` (full and LoRA stopped at a fixed early step: the step axis, since a run directory keeps only
+its final parameters). They share one base (seed 0, as the reference pretrained);
+the seeds vary the tuning runs. The weight and forgetting measures are computed
+post hoc from the run directories' checkpoints (`weight_spectrum.run_diagnostics`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from prefixlab.claim import Claim
+from prefixlab.experiments.claims import mean, protocol
+from prefixlab.experiments.profiles import MIX
+from prefixlab.experiments.sections import section
+from prefixlab.results import mean_std_ci
+from prefixlab.sweep import SweepConfig
+
+TITLE = "Weight diagnostics: intruder dimensions and forgetting"
+TUNE_TASK = "sort_desc"  # a pretraining task: context methods can select it (exp 2), weight methods can learn it
+RANKS = (1, 4, 16)
+SCALINGS = ("peft", "rslora")  # beside the default "constant" (alpha at every rank)
+SCALING_RANKS = (16,)  # at rank 1 every scaling is the same; rank 16 is where they differ most
+# per profile: (model, pretraining steps, tuning budget, early step, seeds, test samples); other profiles: quick's
+SIZES = {"tiny": ("tiny", 40, 10, 5, 2, 40), "quick": ("small-exp2", 8000, 1000, 200, 3, 800),
+         "paper": ("paper-exp2", 20000, 3000, 500, 3, 3200)}
+
+
+def sizes(profile: str) -> tuple:
+    return SIZES.get(profile, SIZES["quick"])
+
+
+def configs(profile: str) -> dict[str, SweepConfig]:
+    model, pre, tune, early, seeds, n_eval = sizes(profile)
+    main = SweepConfig(model=model, pretrain=MIX, tasks=MIX, tune_tasks=(TUNE_TASK,),
+                       methods=("none", "full", "lora", "prefix", "soft_prompt"), prefix_lengths=(1,),
+                       settings={"lora": {"rank": RANKS}}, pretrain_steps=pre, tune_steps=tune, seeds=seeds,
+                       eval_samples=n_eval, lr_grid=(1.0,), shared_base=True)
+    out = {"forgetting": main}
+    for scaling in SCALINGS:  # one sweep each: a group's tag does not name its scaling
+        out[f"forgetting-{scaling}"] = dataclasses.replace(
+            main, methods=("lora",), settings={"lora": {"rank": SCALING_RANKS, "scaling": (scaling,)}})
+    out["forgetting-early"] = dataclasses.replace(main, methods=("full", "lora"), tune_steps=early, stopping=False,
+                                                  chunk=min(early, 250))
+    return out
+
+
+# -- the rows: one per selected tuned run of a sweep (prefixlab/forgetting.py, with the weight diagnostics) -----------
+
+def kind(row: dict) -> str:
+    """The row's arm: "full", "LoRA r<rank> <scaling>", or the context method's name."""
+    if row["method"] == "lora":
+        return f"LoRA r{row['lora_rank']} {row.get('lora_scaling', 'constant')}"
+    return row["method"]
+
+
+def final(rows) -> list[dict]:
+    """The rows of runs tuned to their stop (every sweep but the early-step one)."""
+    return [r for r in rows if r.get("sweep") != "forgetting-early"]
+
+
+def _ci(xs) -> tuple[float, float]:
+    m, _, half = mean_std_ci(list(xs))
+    return (math.nan, math.nan) if m is None else (m, 0.0 if half is None or math.isnan(half) else half)
+
+
+def _fmt(xs, scale: float = 100.0, unit: str = " %") -> str:
+    m, h = _ci(xs)
+    return "n/a" if math.isnan(m) else f"{scale * m:.1f}{unit} [±{scale * h:.1f}]"
+
+
+def _paired(rows, a: str, b: str, key: str) -> list[float]:
+    """a − b of `key`, paired by seed (the runs of a pair share their base)."""
+    by = lambda k: {r["seed"]: r[key] for r in final(rows) if kind(r) == k and r[key] is not None}
+    x, y = by(a), by(b)
+    return [x[s] - y[s] for s in sorted(x.keys() & y.keys())]
+
+
+def _side(xs) -> int:
+    """+1 / -1 when the 95 % interval of the mean lies above / below 0, else 0."""
+    m, h = _ci(xs)
+    return 0 if math.isnan(m) or abs(m) <= h else (1 if m > 0 else -1)
+
+
+def pearson(xs, ys) -> tuple[float, float, float]:
+    """Pearson r with its 95 % interval (Fisher z); nan where undefined (fewer than 4 points or no spread)."""
+    x, y = np.asarray(xs, float), np.asarray(ys, float)
+    if len(x) < 4 or x.std() == 0 or y.std() == 0:
+        return math.nan, math.nan, math.nan
+    r = float(np.corrcoef(x, y)[0, 1])
+    z, se = math.atanh(max(min(r, 0.999999), -0.999999)), 1 / math.sqrt(len(x) - 3)
+    return r, math.tanh(z - 1.96 * se), math.tanh(z + 1.96 * se)
+
+
+def claims(rows, profile: str) -> list[Claim]:
+    """The four predictions, each a pure function of the diagnostic rows."""
+    how = protocol(configs(profile)["forgetting"], final(rows)) + "; one base (seed 0) shared by the seeds"
+    rows = [r for r in rows if r.get("exact_match") is not None]
+    loras = sorted({kind(r) for r in final(rows) if r["method"] == "lora"},
+                   key=lambda k: (int(k.split()[1][1:]), k))
+    intr = lambda k: [r["intruders"] for r in final(rows) if kind(r) == k]
+    out = []
+    # (i) Shuttleworth: intruders under LoRA, none under full fine-tuning
+    full_i, lora_i = intr("full"), [x for k in loras for x in intr(k)]
+    text = f"full {_fmt(full_i, 1, '')}; " + "; ".join(f"{k} {_fmt(intr(k), 1, '')}" for k in loras)
+    holds = None if not full_i or not lora_i else (mean(full_i) < 0.5 and mean(lora_i) - mean(full_i) >= 1
+                                                   and min(mean(intr(k)) for k in loras) > mean(full_i))
+    out.append(Claim("weights: LoRA adds intruder dimensions, full fine-tuning does not (intruders per model: top-10 "
+                     "singular vectors of q,k,v,o,fc,proj with max |cos| < 0.5 to the base's)", text,
+                     "LoRA > 0, full ≈ 0 (Shuttleworth et al. 2025)", holds, how))
+    # (ii) more intruders, more forgetting (across the LoRA runs, every rank and scaling)
+    lr_rows = [r for r in final(rows) if r["method"] == "lora" and r["forgetting"] is not None]
+    r, lo, hi = pearson([x["intruders"] for x in lr_rows], [x["forgetting"] for x in lr_rows])
+    verdict = None if math.isnan(r) else (True if lo > 0 else False if hi < 0 or r <= 0 else None)
+    out.append(Claim("weights: LoRA runs with more intruder dimensions forget more (Pearson r of intruders vs "
+                     "forgetting over the LoRA runs)",
+                     "n/a (no spread)" if math.isnan(r) else f"r = {r:+.2f} [{lo:+.2f}, {hi:+.2f}] over {len(lr_rows)} runs",
+                     "r > 0 (Shuttleworth et al. 2025)", verdict, how))
+    # (iii) a context method forgets nothing once its context is removed (the control)
+    ctx_rows = [r for r in rows if r.get("without_context") is not None]
+    gap = max((abs(r["without_context"][t] - r["base"][t]) for r in ctx_rows for t in r["base"]), default=math.nan)
+    with_ctx = [r["forgetting"] for r in ctx_rows if r["forgetting"] is not None]
+    out.append(Claim("weights: prefix and soft prompt forget nothing with the context removed",
+                     f"max |without context − base| = {100 * gap:.1f} pp over {len(ctx_rows)} runs × "
+                     f"{len(ctx_rows[0]['base']) if ctx_rows else 0} tasks (with the context: forgetting "
+                     f"{_fmt(with_ctx)})", "0 (by construction)", None if math.isnan(gap) else gap == 0, how))
+    # (iv) Biderman et al.: LoRA learns less and forgets less than full fine-tuning (paired by seed)
+    parts, sides = [], []
+    for k in loras:
+        learn, forget = _paired(rows, k, "full", "exact_match"), _paired(rows, k, "full", "forgetting")
+        parts.append(f"{k}: learns {_fmt(learn, 100, ' pp')}, forgets {_fmt(forget, 100, ' pp')}")
+        sides.append((_side(learn), _side(forget)))
+    verdict = (None if not sides else True if all(s == (-1, -1) for s in sides)
+               else False if any(l > 0 or f > 0 for l, f in sides) else None)
+    out.append(Claim("weights: LoRA learns less and forgets less than full fine-tuning (LoRA − full, paired by seed)",
+                     "; ".join(parts) or "n/a", "both < 0 (Biderman et al. 2024)", verdict, how))
+    return out
+
+
+def summary(rows) -> list[dict]:
+    """Per sweep and arm: mean [95 % half-width] of learning, retained, forgetting, intruders and dW's rank."""
+    out = []
+    for sweep in dict.fromkeys(r["sweep"] for r in rows):
+        for k in dict.fromkeys(kind(r) for r in rows if r["sweep"] == sweep):
+            rs = [r for r in rows if r["sweep"] == sweep and kind(r) == k and r["exact_match"] is not None]
+            col = lambda key: [r[key] for r in rs if r.get(key) is not None]
+            out.append({"sweep": sweep, "arm": k, "seeds": len(rs), "steps": col("steps_used"),
+                        **{key: _ci(col(key)) for key in ("exact_match", "retained", "forgetting", "intruders",
+                                                          "delta_rank")},
+                        "without_context": _ci([_other_mean(r, "without_context") for r in rs
+                                                if r.get("without_context") is not None])})
+    return out
+
+
+def _other_mean(row, key):
+    return float(np.mean([row[key][t] for t in row["other_tasks"]]))
+
+
+def table(rows) -> str:
+    """The summary as markdown: one line per sweep and arm."""
+    lines = ["| sweep | arm | seeds | steps used | learning (sort_desc) | retained (other 3 tasks) | forgetting | "
+             "intruders | rank₉₀ ΔW (max) | retained, context removed |", "|---|---|---|---|---|---|---|---|---|---|"]
+    pc = lambda mh: "—" if math.isnan(mh[0]) else f"{100 * mh[0]:.1f} % [±{100 * mh[1]:.1f}]"
+    n = lambda mh: "—" if math.isnan(mh[0]) else f"{mh[0]:.1f} [±{mh[1]:.1f}]"
+    for s in summary(rows):
+        steps = f"{min(s['steps'])}–{max(s['steps'])}" if s["steps"] else "—"
+        lines.append(f"| {s['sweep']} | {s['arm']} | {s['seeds']} | {steps} | {pc(s['exact_match'])} | "
+                     f"{pc(s['retained'])} | {pc(s['forgetting'])} | {n(s['intruders'])} | {n(s['delta_rank'])} | "
+                     f"{pc(s['without_context'])} |")
+    return "\n".join(lines)
+
+
+def figure(rows, path: Path) -> Path:
+    """Left: learning (exact match on the tuned task) vs retained (mean exact match on the base's other pretraining
+    tasks), mean ± 95 % interval over seeds per arm; an arrow from each full/LoRA arm's early step to its final
+    point; the base and the context methods without their context. Right: intruders vs forgetting per LoRA and full
+    run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r["exact_match"] is not None and r["retained"] is not None]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 5.2))
+    colors = {"full": "k", "prefix": "tab:purple", "soft_prompt": "tab:pink"}
+    lora_colors = dict(zip(RANKS, ("tab:orange", "tab:green", "tab:blue")))
+    markers = {"constant": "o", "peft": "s", "rslora": "^"}
+    color = lambda r: lora_colors.get(r.get("lora_rank"), "tab:gray") if r["method"] == "lora" else colors.get(
+        r["method"], "tab:gray")
+    point = {}
+    for s in summary(rows):
+        rs = [r for r in rows if r["sweep"] == s["sweep"] and kind(r) == s["arm"]]
+        (x, xh), (y, yh) = s["exact_match"], s["retained"]
+        point[(s["sweep"], s["arm"])] = (x, y)
+        early = s["sweep"] == "forgetting-early"
+        ax.errorbar(x, y, xerr=xh, yerr=yh, fmt=markers.get(rs[0].get("lora_scaling"), "D"), color=color(rs[0]),
+                    mfc="none" if early else color(rs[0]), ms=8, capsize=3,
+                    label=None if early else f"{s['arm']}")
+    for (sweep, arm), (x, y) in point.items():
+        if sweep == "forgetting-early" and ("forgetting", arm) in point:
+            fx, fy = point[("forgetting", arm)]
+            ax.annotate("", (fx, fy), (x, y), arrowprops=dict(arrowstyle="->", color="0.6", lw=0.8))
+    base = [r for r in rows if r["sweep"] == "forgetting"]
+    if base:
+        tuned_task = base[0]["task"]
+        bx_, by_ = np.mean([r["base"][tuned_task] for r in base]), np.mean([r["base_retained"] for r in base])
+        ax.scatter([bx_], [by_], marker="*", s=220, color="gold", edgecolor="k", zorder=5,
+                   label="base = context methods, context removed")
+    ax.set(xlabel=f"learning: exact match on the tuned task", ylabel="retained: mean exact match on the other "
+           "pretraining tasks", title="learning vs forgetting (hollow: early step → arrow → final)")
+    ax.legend(fontsize=7, loc="best")
+    for r in rows:
+        if r["method"] in ("lora", "full") and r["sweep"] != "forgetting-early":
+            bx.scatter(r["intruders"] + np.random.default_rng(hash(r["group"]) % 2**32 + r["seed"]).uniform(-.15, .15),
+                       r["forgetting"], color=color(r), marker=markers.get(r.get("lora_scaling"), "D"), s=30)
+    bx.set(xlabel="intruder dimensions per model (6 weights × top 10; jittered)",
+           ylabel="forgetting: base − tuned, mean over the other tasks", title="intruders vs forgetting, per run")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+@section("forgetting", configs=configs)
+def run(repro) -> None:
+    from prefixlab.checkpoint import write_json_atomic
+    from prefixlab.forgetting import forgetting
+
+    rows = []
+    for name, config in configs(repro.profile).items():
+        repro.sweep(name, config)
+        rows += [{"sweep": name, **r} for r in forgetting(repro.out / name, spectrum=True,
+                                                          log=repro.log if repro.progress else None)]
+    write_json_atomic(repro.out / "weight-diagnostics.json", rows)
+    repro.report.add(claims(rows, repro.profile))
+    fig = figure(rows, repro.report.figures / "forgetting.png")
+    repro.report.section(TITLE, repro.timing.so_far(), table(rows) + f"\n\n![learning vs forgetting]"
+                         f"({fig.relative_to(repro.out)})\n\nEvery number is post hoc from the run directories' "
+                         "checkpoints (prefixlab/forgetting.py, prefixlab/weight_spectrum.py); the rows are in "
+                         "weight-diagnostics.json.")
