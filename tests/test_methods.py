@@ -79,6 +79,38 @@ def test_prefix_sample_vocab_init_starts_as_the_soft_prompt():
                            atol=1e-3)
 
 
+@pytest.mark.parametrize("init_mode", ["sample_vocab", "text"])
+def test_slot_inits_from_tokens_start_as_the_same_soft_prompt(init_mode):
+    # a cartridge: the prefix's layer inputs and PEFT's keys and values, computed by the base from the slots' tokens
+    base = base_state()
+    key, valid, text = jax.random.key(5), jnp.ones(3, bool), (4, 2)
+    soft = SoftPrompt(init_mode="vocab" if init_mode == "text" else "sample_vocab", init_tokens=text)
+    want = run(soft, soft.init(key, CFG, base, 3), base, valid)
+    tokens_ = dict(init_tokens=text) if init_mode == "text" else {}
+    for method in (Prefix(init_mode=init_mode, **tokens_), PrefixKV(init_mode=init_mode, **tokens_)):
+        np.testing.assert_allclose(run(method, method.init(key, CFG, base, 3), base, valid), want, atol=1e-5)
+
+
+def test_zero_inits_are_not_a_no_op():
+    # zero slots still take attention mass from the content, so the outputs move away from the base's
+    base, valid = base_state(), jnp.ones(2, bool)
+    for method in (SoftPrompt(init_mode="zero"), Prefix(init_mode="zero"), PrefixKV(init_mode="zero")):
+        trainable = method.init(jax.random.key(0), CFG, base, 2)
+        assert all(not np.any(np.asarray(x)) for x in jax.tree.leaves(trainable))
+        assert not np.allclose(run(method, trainable, base, valid), tiny_model(0)(tokens(7)), atol=1e-4)
+
+
+def test_text_inits_need_tokens_in_the_vocabulary():
+    base = base_state()
+    with pytest.raises(MethodError, match="needs init_tokens"):
+        Prefix(init_mode="text").init(jax.random.key(0), CFG, base, 2)
+    with pytest.raises(MethodError, match="outside the vocabulary"):
+        PrefixKV(init_mode="text", init_tokens=(CFG.vocab_size,)).init(jax.random.key(0), CFG, base, 2)
+    with pytest.raises(MethodError, match="projection false"):
+        PrefixKV(projection=True, init_mode="zero")
+    assert Prefix(init_mode="text", init_tokens=(1, 23)).tag != Prefix(init_mode="text", init_tokens=(12, 3)).tag
+
+
 SLOT_AXIS = {"embeds_PD": 0, "layer_inputs_LPD": 1, "kv_PF": 0, "emb_PD": 0}
 
 

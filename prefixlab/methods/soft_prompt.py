@@ -13,7 +13,7 @@ from prefixlab.methods.registry import register
 from prefixlab.methods.settings import setting
 from prefixlab.model import Context
 
-SOFT_PROMPT_INITS = ("random", "vocab", "sample_vocab")
+SOFT_PROMPT_INITS = ("random", "vocab", "sample_vocab", "zero")
 
 
 @register
@@ -27,13 +27,14 @@ class SoftPrompt(SlotMethod):
     aliases: ClassVar[dict] = {"soft_prompt_init": "init_mode"}
 
     init_mode: str = setting("sample_vocab", "the embeddings' init: random = N(0, 1); vocab = the embeddings of "
-                             "init_tokens; sample_vocab = of sampled tokens (PEFT's RANDOM, TEXT, SAMPLE_VOCAB)",
+                             "init_tokens; sample_vocab = of sampled tokens (PEFT's RANDOM, TEXT, SAMPLE_VOCAB); "
+                             "zero = zero vectors (the slots still take attention)",
                              SOFT_PROMPT_INITS)
     init_tokens: tuple[int, ...] = setting((), "the token ids init_mode vocab starts from, repeated to P")
 
     @property
     def tag(self):
-        return f"{self.name}-{self.init_mode}"
+        return f"{self.name}-{self.init_mode}" + tokens_tag(self.init_tokens)
 
     def __post_init__(self):
         if self.init_mode not in SOFT_PROMPT_INITS:
@@ -41,13 +42,12 @@ class SoftPrompt(SlotMethod):
 
     def init(self, key, cfg, base_params, P):
         emb_VD = base_params["tok_emb"][...]
+        if self.init_mode == "zero":
+            return {"embeds_PD": jnp.zeros((P, cfg.d_model), emb_VD.dtype)}
         if self.init_mode == "random":
             return {"embeds_PD": slot_init(key, P, lambda k: jax.random.normal(k, (cfg.d_model,), emb_VD.dtype))}
         if self.init_mode == "vocab":
-            if not self.init_tokens:
-                raise MethodError("soft prompt init 'vocab' needs init_tokens")
-            ids = jnp.array([self.init_tokens[i % len(self.init_tokens)] for i in range(P)])
-            return {"embeds_PD": emb_VD[ids]}
+            return {"embeds_PD": emb_VD[text_ids(self.init_tokens, P, cfg, "soft prompt init 'vocab'")]}
         ids = slot_init(key, P, lambda k: jax.random.randint(k, (), 0, cfg.vocab_size))
         return {"embeds_PD": emb_VD[ids]}
 
@@ -56,3 +56,18 @@ class SoftPrompt(SlotMethod):
 
     def n_params(self, cfg, p):
         return p * cfg.d_model
+
+
+def text_ids(tokens: tuple[int, ...], P: int, cfg, what: str):
+    """The P slot tokens of a text init: `tokens` repeated to P (a text shorter than P repeats, as PEFT's TEXT)."""
+    if not tokens:
+        raise MethodError(f"{what} needs init_tokens (the text's token ids)")
+    bad = [t for t in tokens if not 0 <= t < cfg.vocab_size]
+    if bad:
+        raise MethodError(f"{what}: init_tokens {bad} are outside the vocabulary 0..{cfg.vocab_size - 1}")
+    return jnp.array([tokens[i % len(tokens)] for i in range(P)])
+
+
+def tokens_tag(tokens: tuple[int, ...]) -> str:
+    """The text's part of a group's tag: groups that start from different texts stay apart."""
+    return f"-tokens{'_'.join(map(str, tokens))}" if tokens else ""
