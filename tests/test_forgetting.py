@@ -24,10 +24,14 @@ def test_forgetting_post_hoc_equals_the_sweeps_own_evaluation(sweep_dir):
         # the same test samples as the sweep's own evaluation: the tuned task's score is the record's
         assert row["with_context"]["add1"] == pytest.approx(rec["exact_match"])
         assert row["forgetting"] == pytest.approx(row["base"]["sort_asc"] - row["with_context"]["sort_asc"])
+        cont = row["continuation"]
+        assert 0 <= row["retained_continuation"] <= 1 and row["forgetting_continuation"] == pytest.approx(
+            cont["base"]["sort_asc"] - cont["with_context"]["sort_asc"])
         if row["method"] == "prefix":  # without its context the model is the base: nothing forgotten, by construction
             assert row["without_context"] == row["base"] and row["intruders"] == 0 and row["delta_rank"] == 0
+            assert cont["without_context"] == cont["base"]
         else:
-            assert row["without_context"] is None
+            assert row["without_context"] is None and cont["without_context"] is None
     base = {r["seed"]: r for r in records.values() if r["method"] == "none"}
     assert all(row["base"]["add1"] == pytest.approx(base[row["seed"]]["exact_match"]) for row in rows)
     lora = [r for r in rows if r["method"] == "lora"]
