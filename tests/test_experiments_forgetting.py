@@ -14,11 +14,14 @@ def row(method, seed, learn, forget, intruders, rank=None, scaling="constant", s
     others = [t for t in TASKS if t != "sort_desc"]
     base = {t: 0.3 for t in TASKS}
     tuned = {**{t: 0.3 - forget for t in others}, "sort_desc": learn}
+    cont = {"base": {t: 0.9 for t in TASKS}, "with_context": {t: 0.9 - forget for t in TASKS},
+            "without_context": {t: 0.9 for t in TASKS} if ctx else None}
     r = {"sweep": sweep, "group": f"sort_desc/{method}{rank or ''}", "task": "sort_desc", "method": method,
          "seed": seed, "context_len": 1 if ctx else None, "lr": 5e-3, "steps_used": 500, "exact_match": learn,
          "other_tasks": others, "base": base, "with_context": tuned, "without_context": dict(base) if ctx else None,
          "retained": 0.3 - forget, "base_retained": 0.3, "forgetting": forget, "intruders": intruders,
-         "delta_rank": 1}
+         "delta_rank": 1, "continuation": cont, "retained_continuation": 0.9 - forget,
+         "base_retained_continuation": 0.9, "forgetting_continuation": forget}
     if method == "lora":
         r.update(lora_rank=rank, lora_scaling=scaling)
     return r
@@ -35,7 +38,11 @@ def rows_where(full_intr=0, lora_intr=(3, 5, 8), lora_learn=0.7, lora_forget=(0.
 
 
 def verdicts(rows):
-    return [c.verdict for c in F.claims(rows, "quick")]
+    """(i), (ii) exact match, (ii) continuation, (iii), (iv) exact match, (iv) continuation; the synthetic rows
+    forget alike by both measures, so the pairs agree."""
+    got = [c.verdict for c in F.claims(rows, "quick")]
+    assert len(got) == 6 and got[1] == got[2] and got[4] == got[5]
+    return [got[0], got[1], got[3], got[4]]
 
 
 def test_the_predictions_hold_where_the_rows_say_so():

@@ -28,6 +28,8 @@ from prefixlab.results import mean_std_ci
 from prefixlab.sweep import SweepConfig
 
 TITLE = "Weight diagnostics: intruder dimensions and forgetting"
+# forgetting by: exact match (the final evaluation's) and the continuation accuracy (prefixlab/forgetting.py)
+MEASURES = {"forgetting": "exact match", "forgetting_continuation": "continuation accuracy"}
 TUNE_TASK = "sort_desc"  # a pretraining task: context methods can select it (exp 2), weight methods can learn it
 RANKS = (1, 4, 16)
 SCALINGS = ("peft", "rslora")  # beside the default "constant" (alpha at every rank)
@@ -119,14 +121,8 @@ def claims(rows, profile: str) -> list[Claim]:
     out.append(Claim("weights: LoRA adds intruder dimensions, full fine-tuning does not (intruders per model: top-10 "
                      "singular vectors of q,k,v,o,fc,proj with max |cos| < 0.5 to the base's)", text,
                      "LoRA > 0, full ≈ 0 (Shuttleworth et al. 2025)", holds, how))
-    # (ii) more intruders, more forgetting (across the LoRA runs, every rank and scaling)
-    lr_rows = [r for r in final(rows) if r["method"] == "lora" and r["forgetting"] is not None]
-    r, lo, hi = pearson([x["intruders"] for x in lr_rows], [x["forgetting"] for x in lr_rows])
-    verdict = None if math.isnan(r) else (True if lo > 0 else False if hi < 0 or r <= 0 else None)
-    out.append(Claim("weights: LoRA runs with more intruder dimensions forget more (Pearson r of intruders vs "
-                     "forgetting over the LoRA runs)",
-                     "n/a (no spread)" if math.isnan(r) else f"r = {r:+.2f} [{lo:+.2f}, {hi:+.2f}] over {len(lr_rows)} runs",
-                     "r > 0 (Shuttleworth et al. 2025)", verdict, how))
+    for key, what in MEASURES.items():
+        out.append(_intruders_forget(rows, key, what, how))
     # (iii) a context method forgets nothing once its context is removed (the control)
     ctx_rows = [r for r in rows if r.get("without_context") is not None]
     gap = max((abs(r["without_context"][t] - r["base"][t]) for r in ctx_rows for t in r["base"]), default=math.nan)
@@ -135,17 +131,34 @@ def claims(rows, profile: str) -> list[Claim]:
                      f"max |without context − base| = {100 * gap:.1f} pp over {len(ctx_rows)} runs × "
                      f"{len(ctx_rows[0]['base']) if ctx_rows else 0} tasks (with the context: forgetting "
                      f"{_fmt(with_ctx)})", "0 (by construction)", None if math.isnan(gap) else gap == 0, how))
-    # (iv) Biderman et al.: LoRA learns less and forgets less than full fine-tuning (paired by seed)
+    for key, what in MEASURES.items():
+        out.append(_biderman(rows, loras, key, what, how))
+    return out
+
+
+def _intruders_forget(rows, key: str, what: str, how: str) -> Claim:
+    """(ii) across the LoRA runs (every rank and scaling): Pearson r of intruders vs forgetting by `key`."""
+    lr_rows = [r for r in final(rows) if r["method"] == "lora" and r.get(key) is not None]
+    r, lo, hi = pearson([x["intruders"] for x in lr_rows], [x[key] for x in lr_rows])
+    verdict = None if math.isnan(r) else (True if lo > 0 else False if hi < 0 or r <= 0 else None)
+    spread = f"{len(lr_rows)} runs, forgetting {min((x[key] for x in lr_rows), default=0):.3f}–" \
+             f"{max((x[key] for x in lr_rows), default=0):.3f}"
+    return Claim(f"weights: LoRA runs with more intruder dimensions forget more ({what}; Pearson r over the LoRA "
+                 "runs)", f"n/a: no spread ({spread})" if math.isnan(r) else
+                 f"r = {r:+.2f} [{lo:+.2f}, {hi:+.2f}] ({spread})", "r > 0 (Shuttleworth et al. 2025)", verdict, how)
+
+
+def _biderman(rows, loras, key: str, what: str, how: str) -> Claim:
+    """(iv) each LoRA arm vs full fine-tuning, paired by seed: learns less and forgets less (by `key`)."""
     parts, sides = [], []
     for k in loras:
-        learn, forget = _paired(rows, k, "full", "exact_match"), _paired(rows, k, "full", "forgetting")
+        learn, forget = _paired(rows, k, "full", "exact_match"), _paired(rows, k, "full", key)
         parts.append(f"{k}: learns {_fmt(learn, 100, ' pp')}, forgets {_fmt(forget, 100, ' pp')}")
         sides.append((_side(learn), _side(forget)))
-    verdict = (None if not sides else True if all(s == (-1, -1) for s in sides)
+    verdict = (None if not sides else True if all(sd == (-1, -1) for sd in sides)
                else False if any(l > 0 or f > 0 for l, f in sides) else None)
-    out.append(Claim("weights: LoRA learns less and forgets less than full fine-tuning (LoRA − full, paired by seed)",
-                     "; ".join(parts) or "n/a", "both < 0 (Biderman et al. 2024)", verdict, how))
-    return out
+    return Claim(f"weights: LoRA learns less and forgets less than full fine-tuning ({what}; LoRA − full, paired by "
+                 "seed)", "; ".join(parts) or "n/a", "both < 0 (Biderman et al. 2024)", verdict, how)
 
 
 def summary(rows) -> list[dict]:
@@ -157,7 +170,8 @@ def summary(rows) -> list[dict]:
             col = lambda key: [r[key] for r in rs if r.get(key) is not None]
             out.append({"sweep": sweep, "arm": k, "seeds": len(rs), "steps": col("steps_used"),
                         **{key: _ci(col(key)) for key in ("exact_match", "retained", "forgetting", "intruders",
-                                                          "delta_rank")},
+                                                          "delta_rank", "retained_continuation",
+                                                          "forgetting_continuation")},
                         "without_context": _ci([_other_mean(r, "without_context") for r in rs
                                                 if r.get("without_context") is not None])})
     return out
@@ -169,63 +183,72 @@ def _other_mean(row, key):
 
 def table(rows) -> str:
     """The summary as markdown: one line per sweep and arm."""
-    lines = ["| sweep | arm | seeds | steps used | learning (sort_desc) | retained (other 3 tasks) | forgetting | "
-             "intruders | rank₉₀ ΔW (max) | retained, context removed |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| sweep | arm | seeds | steps used | learning (exact match, tuned task) | retained (exact match, other "
+             "tasks) | retained (continuation, other tasks) | forgetting (continuation) | intruders | rank₉₀ ΔW (max "
+             "over weights) | retained (exact match), context removed |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     pc = lambda mh: "—" if math.isnan(mh[0]) else f"{100 * mh[0]:.1f} % [±{100 * mh[1]:.1f}]"
     n = lambda mh: "—" if math.isnan(mh[0]) else f"{mh[0]:.1f} [±{mh[1]:.1f}]"
     for s in summary(rows):
         steps = f"{min(s['steps'])}–{max(s['steps'])}" if s["steps"] else "—"
         lines.append(f"| {s['sweep']} | {s['arm']} | {s['seeds']} | {steps} | {pc(s['exact_match'])} | "
-                     f"{pc(s['retained'])} | {pc(s['forgetting'])} | {n(s['intruders'])} | {n(s['delta_rank'])} | "
+                     f"{pc(s['retained'])} | {pc(s['retained_continuation'])} | {pc(s['forgetting_continuation'])} | "
+                     f"{n(s['intruders'])} | {n(s['delta_rank'])} | "
                      f"{pc(s['without_context'])} |")
     return "\n".join(lines)
 
 
 def figure(rows, path: Path) -> Path:
-    """Left: learning (exact match on the tuned task) vs retained (mean exact match on the base's other pretraining
-    tasks), mean ± 95 % interval over seeds per arm; an arrow from each full/LoRA arm's early step to its final
-    point; the base and the context methods without their context. Right: intruders vs forgetting per LoRA and full
-    run."""
+    """Left and middle: learning (exact match on the tuned task) vs retained (mean exact match, then mean
+    continuation accuracy, on the base's other pretraining tasks), mean ± 95 % interval over seeds per arm; hollow
+    markers and an arrow: full and LoRA at the early step, to their final point; the star: the base, which is also
+    every context method with its context removed. Right: intruders vs forgetting (continuation) per LoRA / full run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = [r for r in rows if r["exact_match"] is not None and r["retained"] is not None]
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 5.2))
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5.4))
     colors = {"full": "k", "prefix": "tab:purple", "soft_prompt": "tab:pink"}
     lora_colors = dict(zip(RANKS, ("tab:orange", "tab:green", "tab:blue")))
     markers = {"constant": "o", "peft": "s", "rslora": "^"}
-    color = lambda r: lora_colors.get(r.get("lora_rank"), "tab:gray") if r["method"] == "lora" else colors.get(
-        r["method"], "tab:gray")
-    point = {}
-    for s in summary(rows):
-        rs = [r for r in rows if r["sweep"] == s["sweep"] and kind(r) == s["arm"]]
-        (x, xh), (y, yh) = s["exact_match"], s["retained"]
-        point[(s["sweep"], s["arm"])] = (x, y)
-        early = s["sweep"] == "forgetting-early"
-        ax.errorbar(x, y, xerr=xh, yerr=yh, fmt=markers.get(rs[0].get("lora_scaling"), "D"), color=color(rs[0]),
-                    mfc="none" if early else color(rs[0]), ms=8, capsize=3,
-                    label=None if early else f"{s['arm']}")
-    for (sweep, arm), (x, y) in point.items():
-        if sweep == "forgetting-early" and ("forgetting", arm) in point:
-            fx, fy = point[("forgetting", arm)]
-            ax.annotate("", (fx, fy), (x, y), arrowprops=dict(arrowstyle="->", color="0.6", lw=0.8))
+    color = lambda r: (lora_colors.get(r.get("lora_rank"), "tab:gray") if r["method"] == "lora"
+                       else colors.get(r["method"], "tab:gray"))
+    marker = lambda r: markers.get(r.get("lora_scaling"), "D")
     base = [r for r in rows if r["sweep"] == "forgetting"]
-    if base:
-        tuned_task = base[0]["task"]
-        bx_, by_ = np.mean([r["base"][tuned_task] for r in base]), np.mean([r["base_retained"] for r in base])
-        ax.scatter([bx_], [by_], marker="*", s=220, color="gold", edgecolor="k", zorder=5,
-                   label="base = context methods, context removed")
-    ax.set(xlabel=f"learning: exact match on the tuned task", ylabel="retained: mean exact match on the other "
-           "pretraining tasks", title="learning vs forgetting (hollow: early step → arrow → final)")
-    ax.legend(fontsize=7, loc="best")
+    for ax, key, base_key, name in ((axes[0], "retained", "base_retained", "exact match"),
+                                    (axes[1], "retained_continuation", "base_retained_continuation",
+                                     "continuation accuracy")):
+        point = {}
+        for s in summary(rows):
+            r0 = next(r for r in rows if r["sweep"] == s["sweep"] and kind(r) == s["arm"])
+            (x, xh), (y, yh) = s["exact_match"], s[key]
+            point[(s["sweep"], s["arm"])] = (x, y)
+            early = s["sweep"] == "forgetting-early"
+            ax.errorbar(x, y, xerr=xh, yerr=yh, fmt=marker(r0), color=color(r0), mfc="none" if early else color(r0),
+                        ms=8, capsize=3, label=None if early else s["arm"])
+        for (sweep, arm), (x, y) in point.items():
+            if sweep == "forgetting-early" and ("forgetting", arm) in point:
+                ax.annotate("", point[("forgetting", arm)], (x, y),
+                            arrowprops=dict(arrowstyle="->", color="0.6", lw=0.8))
+        if base:
+            task = base[0]["task"]
+            ax.scatter([np.mean([r["base"][task] for r in base])], [np.mean([r[base_key] for r in base])],
+                       marker="*", s=250, color="gold", edgecolor="k", zorder=5,
+                       label="base = context methods, context removed")
+        ax.set(xlabel="learning: exact match on the tuned task",
+               ylabel=f"retained: mean {name} on the other pretraining tasks",
+               title=f"learning vs retained ({name}); hollow = early step")
+    axes[0].legend(fontsize=7, loc="best")
+    bx = axes[2]
+    jitter = np.random.default_rng(0)
     for r in rows:
         if r["method"] in ("lora", "full") and r["sweep"] != "forgetting-early":
-            bx.scatter(r["intruders"] + np.random.default_rng(hash(r["group"]) % 2**32 + r["seed"]).uniform(-.15, .15),
-                       r["forgetting"], color=color(r), marker=markers.get(r.get("lora_scaling"), "D"), s=30)
-    bx.set(xlabel="intruder dimensions per model (6 weights × top 10; jittered)",
-           ylabel="forgetting: base − tuned, mean over the other tasks", title="intruders vs forgetting, per run")
+            bx.scatter(r["intruders"] + jitter.uniform(-0.15, 0.15), r["forgetting_continuation"], color=color(r),
+                       marker=marker(r), s=30)
+    bx.set(xlabel="intruder dimensions per model (q,k,v,o,fc,proj × top 10; jittered)",
+           ylabel="forgetting: base − tuned continuation accuracy", title="intruders vs forgetting, per run "
+           "(black: full)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
