@@ -130,6 +130,44 @@ def position_profile(run_dir: Path, task: str, tag: str, seed: int, P: int | Non
     return {"accuracy_N": right_BN.mean(0).tolist(), "share_T": share_T.tolist()}
 
 
+def query_only_ceiling(task: str, n_fit: int = 20000, n_test: int = 3200) -> tuple[float, float]:
+    """(token accuracy, exact match) of the best predictor that sees only the query row's token and position: the
+    majority target per (token, output position) on n_fit training inputs, scored teacher-forced on n_test test
+    inputs. What any query-dependent output change can reach without the content."""
+    import collections
+
+    import jax
+
+    from prefixlab import tasks as T
+
+    mix, F = T.parse_mixture(task), T.FIRST_TARGET
+
+    def rows(b):
+        tok, tgt = np.asarray(b.tokens_BT[:, F:]), np.asarray(b.targets_BT[:, F:])
+        return tok, np.broadcast_to(np.arange(tok.shape[1]), tok.shape), tgt
+
+    counts = collections.defaultdict(collections.Counter)
+    for t, p, y in zip(*(a.ravel() for a in rows(mix.batch(jax.random.key(0), n_fit, split="train")))):
+        counts[(t, p)][y] += 1
+    tok, pos, tgt = rows(mix.batch(jax.random.key(1), n_test, split="test"))
+    guess = lambda t, p: counts[(t, p)].most_common(1)[0][0] if counts[(t, p)] else -1
+    right = np.vectorize(guess)(tok, pos) == tgt
+    return float(right.mean()), float(right.all(1).mean())
+
+
+def sharp_posthoc(out: Path, seeds=(0, 1, 2)) -> dict:
+    """Teacher-forced token accuracy (256 test inputs) of each sharp sweep's selected runs per seed, and the
+    query-only ceiling of each tuned task."""
+    res = {}
+    for name, (_, task) in SHARP.items():
+        rows = {f"{m} P={P}": [float(np.mean(position_profile(out / name, task, m, s, P)["accuracy_N"]))
+                               for s in seeds] for m in CONTEXT for P in SHARP_LENGTHS}
+        rows["lora"] = [float(np.mean(position_profile(out / name, task, "lora", s, None)["accuracy_N"]))
+                        for s in seeds]
+        res[name] = {"task": task, "teacher_forced": rows, "query_only_ceiling": query_only_ceiling(task)}
+    return res
+
+
 def dilution_profiles(run_dir: Path, seeds, lengths=DILUTION_LENGTHS, tasks=DILUTION_TASKS) -> dict:
     """{(method, task, P): [per seed profile]} for prefix and prefix_memory."""
     out = {}
@@ -322,10 +360,10 @@ def main(argv=None) -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--cache", required=True)
     ap.add_argument("--profile", default="quick", choices=list(PROFILES))
-    ap.add_argument("--only", default="", help="comma list of: sharp, dilution, depth (default: all three)")
+    ap.add_argument("--only", default="", help="comma list of: sharp, sharp-posthoc, dilution, depth (default: all)")
     args = ap.parse_args(argv)
     out = Path(args.out)
-    only = {s.strip() for s in args.only.split(",") if s.strip()} or {"sharp", "dilution", "depth"}
+    only = {s.strip() for s in args.only.split(",") if s.strip()} or {"sharp", "sharp-posthoc", "dilution", "depth"}
     cfgs = {n: c for n, c in configs(args.profile).items()
             if ("sharp" in only and n.startswith("pm-sharp")) or ("dilution" in only and n == "pm-dilution")}
     records = {}
@@ -345,6 +383,14 @@ def main(argv=None) -> None:
         profiles = dilution_profiles(out / "pm-dilution", list(range(cfgs["pm-dilution"].seeds)))
         (out / "dilution_profiles.json").write_text(json.dumps({"|".join(map(str, k)): v for k, v in profiles.items()}))
         print("figure:", dilution_figure(profiles, out / "prefix_memory_dilution.png"))
+    if "sharp-posthoc" in only:
+        post = sharp_posthoc(out)
+        (out / "sharp_posthoc.json").write_text(json.dumps(post, indent=1))
+        for name, d in post.items():
+            print(f"{name} {d['task']}: query-only ceiling token {100 * d['query_only_ceiling'][0]:.1f} %, exact "
+                  f"{100 * d['query_only_ceiling'][1]:.1f} %")
+            for k, v in d["teacher_forced"].items():
+                print(f"  {k}: teacher-forced token accuracy {np.round(100 * np.array(v), 1).tolist()}")
     if "depth" in only:
         scan = depth_scan(Path(args.cache))
         (out / "depth.json").write_text(json.dumps(scan))
