@@ -82,6 +82,7 @@ def test_pearson_interval():
     r, lo, hi = F.pearson([1, 2, 3, 4, 5], [2, 4, 6, 8, 10.5])
     assert r == pytest.approx(np.corrcoef([1, 2, 3, 4, 5], [2, 4, 6, 8, 10.5])[0, 1]) and lo < r < hi
     assert np.isnan(F.pearson([1, 1, 1, 1], [1, 2, 3, 4])[0])
+    assert np.isnan(F.pearson([1, 2, 3, 4], [0.30000001192092896 - 0.1] * 4)[0])  # one value: no spread
 
 
 def test_the_section_is_registered_with_valid_configs_for_every_profile():

@@ -98,7 +98,7 @@ def _side(xs) -> int:
 def pearson(xs, ys) -> tuple[float, float, float]:
     """Pearson r with its 95 % interval (Fisher z); nan where undefined (fewer than 4 points or no spread)."""
     x, y = np.asarray(xs, float), np.asarray(ys, float)
-    if len(x) < 4 or x.std() == 0 or y.std() == 0:
+    if len(x) < 4 or np.ptp(x) <= 1e-9 or np.ptp(y) <= 1e-9:  # equal floats can still leave a std of ~1e-17
         return math.nan, math.nan, math.nan
     r = float(np.corrcoef(x, y)[0, 1])
     z, se = math.atanh(max(min(r, 0.999999), -0.999999)), 1 / math.sqrt(len(x) - 3)
