@@ -17,7 +17,7 @@ def row(method, seed, learn, forget, intruders, rank=None, scaling="constant", s
     cont = {"base": {t: 0.9 for t in TASKS}, "with_context": {t: 0.9 - forget for t in TASKS},
             "without_context": {t: 0.9 for t in TASKS} if ctx else None}
     r = {"sweep": sweep, "group": f"sort_desc/{method}{rank or ''}", "task": "sort_desc", "method": method,
-         "seed": seed, "context_len": 1 if ctx else None, "lr": 5e-3, "steps_used": 500, "exact_match": learn,
+         "seed": seed, "context_len": 1 if ctx else None, "lr": 5e-4 if method == "full" else 5e-3, "steps_used": 500, "exact_match": learn,
          "other_tasks": others, "base": base, "with_context": tuned, "without_context": dict(base) if ctx else None,
          "retained": 0.3 - forget, "base_retained": 0.3, "forgetting": forget, "intruders": intruders,
          "delta_rank": 1, "continuation": cont, "retained_continuation": 0.9 - forget,
@@ -78,6 +78,13 @@ def test_early_rows_do_not_enter_the_claims_and_the_table_and_figure_take_every_
     json.dumps(F.summary(rows))
 
 
+def test_an_arm_at_another_rate_is_its_own_arm():
+    rows = rows_where() + [{**row("lora", s, 0.5, 0.05, 0, rank=1), "lr": 5e-4, "sweep": "forgetting-lora-lr"}
+                           for s in range(3)]
+    assert "LoRA r1 constant lr 0.0005" in {s["arm"] for s in F.summary(rows)}
+    assert verdicts(rows)[3] is True  # every arm, this one too, learns less and forgets less than full
+
+
 def test_pearson_interval():
     r, lo, hi = F.pearson([1, 2, 3, 4, 5], [2, 4, 6, 8, 10.5])
     assert r == pytest.approx(np.corrcoef([1, 2, 3, 4, 5], [2, 4, 6, 8, 10.5])[0, 1]) and lo < r < hi
@@ -89,7 +96,9 @@ def test_the_section_is_registered_with_valid_configs_for_every_profile():
     assert registered()["forgetting"].run is F.run
     for profile in ("tiny", "quick", "paper", "decide"):
         configs = F.configs(profile)
-        assert set(configs) == {"forgetting", "forgetting-peft", "forgetting-rslora", "forgetting-early"}
+        assert set(configs) == {"forgetting", "forgetting-peft", "forgetting-rslora", "forgetting-lora-lr",
+                                "forgetting-early"}
+        assert configs["forgetting-lora-lr"].learning_rates("lora") == configs["forgetting"].learning_rates("full")
         assert len({c.pretrain_steps for c in configs.values()}) == 1  # one base for every sweep
         assert configs["forgetting-early"].tune_steps < configs["forgetting"].tune_steps
         assert configs["forgetting-peft"].settings_of("lora")["scaling"] == ("peft",)

@@ -4,11 +4,11 @@ the base's (intruder dimensions, Shuttleworth et al. 2025; prefixlab/weight_spec
 other pretraining tasks (forgetting, Biderman et al. 2024), context methods with and without their context.
 
 Sweeps: `forgetting` (every method), `forgetting-peft` and `forgetting-rslora` (LoRA under PEFT's alpha/r and
-rsLoRA's alpha/sqrt(r)) and
+rsLoRA's alpha/sqrt(r)), `forgetting-lora-lr` (LoRA at full fine-tuning's learning rate) and
 `forgetting-early` (full and LoRA stopped at a fixed early step: the step axis, since a run directory keeps only
-its final parameters). They share one base (seed 0, as the reference pretrained);
-the seeds vary the tuning runs. The weight and forgetting measures are computed
-post hoc from the run directories' checkpoints (`weight_spectrum.run_diagnostics`).
+its final parameters). They share one base (seed 0, as the reference pretrained); the seeds vary the tuning runs.
+The weight and forgetting measures are computed post hoc from the run directories' checkpoints
+(`prefixlab.forgetting.forgetting(run_dir, spectrum=True)`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from prefixlab.claim import Claim
 from prefixlab.experiments.claims import mean, protocol
 from prefixlab.experiments.profiles import MIX
 from prefixlab.experiments.sections import section
+from prefixlab.methods import METHODS
 from prefixlab.results import mean_std_ci
 from prefixlab.sweep import SweepConfig
 
@@ -53,6 +54,9 @@ def configs(profile: str) -> dict[str, SweepConfig]:
     for scaling in SCALINGS:  # one sweep each: a group's tag does not name its scaling
         out[f"forgetting-{scaling}"] = dataclasses.replace(
             main, methods=("lora",), settings={"lora": {"rank": SCALING_RANKS, "scaling": (scaling,)}})
+    # LoRA at full fine-tuning's rate: Biderman et al. compare at matched learning, not at each method's default
+    out["forgetting-lora-lr"] = dataclasses.replace(main, methods=("lora",),
+                                                    tune_lr={"lora": (METHODS["full"].default_lr,)})
     out["forgetting-early"] = dataclasses.replace(main, methods=("full", "lora"), tune_steps=early, stopping=False,
                                                   chunk=min(early, 250))
     return out
@@ -61,10 +65,12 @@ def configs(profile: str) -> dict[str, SweepConfig]:
 # -- the rows: one per selected tuned run of a sweep (prefixlab/forgetting.py, with the weight diagnostics) -----------
 
 def kind(row: dict) -> str:
-    """The row's arm: "full", "LoRA r<rank> <scaling>", or the context method's name."""
-    if row["method"] == "lora":
-        return f"LoRA r{row['lora_rank']} {row.get('lora_scaling', 'constant')}"
-    return row["method"]
+    """The row's arm: "full", "LoRA r<rank> <scaling>", or the context method's name; " lr <rate>" added where the
+    run's rate is not its method's default."""
+    name = (f"LoRA r{row['lora_rank']} {row.get('lora_scaling', 'constant')}" if row["method"] == "lora"
+            else row["method"])
+    default = getattr(METHODS.get(row["method"]), "default_lr", None)
+    return name if not row.get("lr") or row["lr"] == default else f"{name} lr {row['lr']:g}"
 
 
 def final(rows) -> list[dict]:
@@ -214,7 +220,7 @@ def figure(rows, path: Path) -> Path:
     markers = {"constant": "o", "peft": "s", "rslora": "^"}
     color = lambda r: (lora_colors.get(r.get("lora_rank"), "tab:gray") if r["method"] == "lora"
                        else colors.get(r["method"], "tab:gray"))
-    marker = lambda r: markers.get(r.get("lora_scaling"), "D")
+    marker = lambda r: "P" if kind(r).endswith(f"lr {r['lr']:g}") else markers.get(r.get("lora_scaling"), "D")
     base = [r for r in rows if r["sweep"] == "forgetting"]
     for ax, key, base_key, name in ((axes[0], "retained", "base_retained", "exact match"),
                                     (axes[1], "retained_continuation", "base_retained_continuation",
