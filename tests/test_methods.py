@@ -108,7 +108,9 @@ def test_text_inits_need_tokens_in_the_vocabulary():
         PrefixKV(init_mode="text", init_tokens=(CFG.vocab_size,)).init(jax.random.key(0), CFG, base, 2)
     with pytest.raises(MethodError, match="projection false"):
         PrefixKV(projection=True, init_mode="zero")
-    assert Prefix(init_mode="text", init_tokens=(1, 23)).tag != Prefix(init_mode="text", init_tokens=(12, 3)).tag
+    text = Prefix(init_mode="text", init_tokens=(1, 23)).tag
+    assert text == "prefix-text-tokens1_23" != Prefix(init_mode="text", init_tokens=(12, 3)).tag
+    assert Prefix(init_tokens=(1, 23)).tag == "prefix-sample_vocab"
 
 
 SLOT_AXIS = {"embeds_PD": 0, "layer_inputs_LPD": 1, "kv_PF": 0, "emb_PD": 0}

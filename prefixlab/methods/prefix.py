@@ -46,7 +46,7 @@ class Prefix(SlotMethod):
     @property
     def tag(self):
         return (self.name if self.init_mode == "normal" else f"{self.name}-{self.init_mode}") + tokens_tag(
-            self.init_tokens)
+            self.init_tokens if self.init_mode == "text" else ())
 
     def __post_init__(self):
         if self.init_mode not in PREFIX_INITS:

@@ -32,6 +32,7 @@ class PrefixKV(SlotMethod):
     name: ClassVar[str] = "prefix_kv"
     summary: ClassVar[str] = 'PEFT prefix-tuning: learned keys and values per layer (--prefix_kv.projection: reparam. MLP)'
     aliases: ClassVar[dict] = {"prefix_projection": "projection"}
+    columns: ClassVar[dict] = {"init_mode": "init"}  # as soft_prompt's and prefix's
 
     projection: bool = setting(False, "through PEFT's reparameterisation MLP (prefix_projection)")
     projection_hidden: int = setting(128, "the reparameterisation MLP's hidden width")
@@ -51,7 +52,8 @@ class PrefixKV(SlotMethod):
     def tag(self):
         hidden = "" if self.projection_hidden == 128 else f"-hidden{self.projection_hidden}"
         init = "" if self.init_mode == "normal" else f"-{self.init_mode}"
-        return self.name + ("-projection" if self.projection else "") + hidden + init + tokens_tag(self.init_tokens)
+        return self.name + ("-projection" if self.projection else "") + hidden + init + tokens_tag(
+            self.init_tokens if self.init_mode == "text" else ())
 
     def _kv_size(self, cfg):
         return cfg.n_layer * 2 * cfg.n_head * cfg.hd

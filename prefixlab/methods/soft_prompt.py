@@ -34,7 +34,7 @@ class SoftPrompt(SlotMethod):
 
     @property
     def tag(self):
-        return f"{self.name}-{self.init_mode}" + tokens_tag(self.init_tokens)
+        return f"{self.name}-{self.init_mode}" + tokens_tag(self.init_tokens if self.init_mode == "vocab" else ())
 
     def __post_init__(self):
         if self.init_mode not in SOFT_PROMPT_INITS:
@@ -69,5 +69,6 @@ def text_ids(tokens: tuple[int, ...], P: int, cfg, what: str):
 
 
 def tokens_tag(tokens: tuple[int, ...]) -> str:
-    """The text's part of a group's tag: groups that start from different texts stay apart."""
+    """The text's part of a group's tag (for an init that reads the text): groups that start from different texts stay
+    apart."""
     return f"-tokens{'_'.join(map(str, tokens))}" if tokens else ""
