@@ -38,11 +38,14 @@ def rows_where(full_intr=0, lora_intr=(3, 5, 8), lora_learn=0.7, lora_forget=(0.
 
 
 def verdicts(rows):
-    """(i), (ii) exact match, (ii) continuation, (iii), (iv) exact match, (iv) continuation; the synthetic rows
-    forget alike by both measures, so the pairs agree."""
-    got = [c.verdict for c in F.claims(rows, "quick")]
-    assert len(got) == 6 and got[1] == got[2] and got[4] == got[5]
-    return [got[0], got[1], got[3], got[4]]
+    """(i), (ii), (iii), (iv) at the default rates; (ii) and (iv) are made by exact match and by continuation
+    accuracy, which the synthetic rows forget alike, so each pair agrees."""
+    got = {c.statement: c.verdict for c in F.claims(rows, "quick")}
+    pick = lambda *words: [v for k, v in got.items() if all(w in k for w in words)]
+    (i,), ii, (iii,), iv = (pick("LoRA (at its default rate) adds"), pick("forget more"), pick("context removed"),
+                            pick("learns less", "at its default rate"))
+    assert len(ii) == len(iv) == 2 and ii[0] == ii[1] and iv[0] == iv[1]
+    return [i, ii[0], iii, iv[0]]
 
 
 def test_the_predictions_hold_where_the_rows_say_so():
@@ -78,11 +81,15 @@ def test_early_rows_do_not_enter_the_claims_and_the_table_and_figure_take_every_
     json.dumps(F.summary(rows))
 
 
-def test_an_arm_at_another_rate_is_its_own_arm():
+def test_an_arm_at_another_rate_is_its_own_arm_with_its_own_claims():
     rows = rows_where() + [{**row("lora", s, 0.5, 0.05, 0, rank=1), "lr": 5e-4, "sweep": "forgetting-lora-lr"}
                            for s in range(3)]
     assert "LoRA r1 constant lr 0.0005" in {s["arm"] for s in F.summary(rows)}
-    assert verdicts(rows)[3] is True  # every arm, this one too, learns less and forgets less than full
+    assert verdicts(rows) == [True, True, True, True]  # the default-rate claims do not see it
+    got = {c.statement: c.verdict for c in F.claims(rows, "quick")}
+    assert got["weights: LoRA (at lr 0.0005) adds intruder dimensions, full fine-tuning does not (intruders per model: "
+               "top-10 singular vectors of q,k,v,o,fc,proj with max |cos| < 0.5 to the base's)"] is False  # none
+    assert [v for k, v in got.items() if "learns less" in k and "at lr 0.0005" in k] == [True, True]
 
 
 def test_pearson_interval():

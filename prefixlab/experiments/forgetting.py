@@ -119,14 +119,16 @@ def claims(rows, profile: str) -> list[Claim]:
                    key=lambda k: (int(k.split()[1][1:]), k))
     intr = lambda k: [r["intruders"] for r in final(rows) if kind(r) == k]
     out = []
-    # (i) Shuttleworth: intruders under LoRA, none under full fine-tuning
-    full_i, lora_i = intr("full"), [x for k in loras for x in intr(k)]
-    text = f"full {_fmt(full_i, 1, '')}; " + "; ".join(f"{k} {_fmt(intr(k), 1, '')}" for k in loras)
-    holds = None if not full_i or not lora_i else (mean(full_i) < 0.5 and mean(lora_i) - mean(full_i) >= 1
-                                                   and min(mean(intr(k)) for k in loras) > mean(full_i))
-    out.append(Claim("weights: LoRA adds intruder dimensions, full fine-tuning does not (intruders per model: top-10 "
-                     "singular vectors of q,k,v,o,fc,proj with max |cos| < 0.5 to the base's)", text,
-                     "LoRA > 0, full ≈ 0 (Shuttleworth et al. 2025)", holds, how))
+    for rate, arms in _by_rate(loras).items():  # (i) Shuttleworth: intruders under LoRA, none under full
+        full_i, lora_i = intr("full"), [x for k in arms for x in intr(k)]
+        text = (f"full {_fmt(full_i, 1, '')}; " + "; ".join(f"{k} {_fmt(intr(k), 1, '')}" for k in arms)
+                + f"; runs with ≥ 1: LoRA {sum(x > 0 for x in lora_i)} of {len(lora_i)}, full "
+                  f"{sum(x > 0 for x in full_i)} of {len(full_i)}")
+        holds = None if not full_i or not lora_i else (mean(full_i) < 0.5 and mean(lora_i) - mean(full_i) >= 1
+                                                       and min(mean(intr(k)) for k in arms) > mean(full_i))
+        out.append(Claim(f"weights: LoRA ({rate}) adds intruder dimensions, full fine-tuning does not (intruders per "
+                         "model: top-10 singular vectors of q,k,v,o,fc,proj with max |cos| < 0.5 to the base's)", text,
+                         "LoRA > 0, full ≈ 0 (Shuttleworth et al. 2025)", holds, how))
     for key, what in MEASURES.items():
         out.append(_intruders_forget(rows, key, what, how))
     # (iii) a context method forgets nothing once its context is removed (the control)
@@ -137,8 +139,19 @@ def claims(rows, profile: str) -> list[Claim]:
                      f"max |without context − base| = {100 * gap:.1f} pp over {len(ctx_rows)} runs × "
                      f"{len(ctx_rows[0]['base']) if ctx_rows else 0} tasks (with the context: forgetting "
                      f"{_fmt(with_ctx)})", "0 (by construction)", None if math.isnan(gap) else gap == 0, how))
-    for key, what in MEASURES.items():
-        out.append(_biderman(rows, loras, key, what, how))
+    for rate, arms in _by_rate(loras).items():
+        for key, what in MEASURES.items():
+            out.append(_biderman(rows, arms, key, f"{what}; LoRA {rate}", how))
+    return out
+
+
+def _by_rate(arms) -> dict[str, list[str]]:
+    """The LoRA arms by learning rate: {"at its default rate": [...], "at lr 0.0005": [...]}; a claim per rate, since
+    intruders and forgetting follow the update's size."""
+    out: dict[str, list[str]] = {}
+    for k in arms:
+        out.setdefault(f"at {k.split(' lr ', 1)[1].join(('lr ', ''))}" if " lr " in k else "at its default rate",
+                       []).append(k)
     return out
 
 
