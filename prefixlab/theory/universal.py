@@ -133,9 +133,10 @@ def modulus(f, delta: float, n: int = 8192) -> float:
 
 
 def train_prefix(f, N: int, seeds, weights, steps: int = 6000, batch: int = 512, lr: float = 3e-3,
-                 init_std: float = 0.01):
-    """Adam on the squared error over fresh uniform queries, from a random Gaussian prefix (N x D, std init_std),
-    vmapped over seeds. Returns the trained prefixes (S x N x D) and the final-step losses."""
+                 init_std: float = 0.01, init_ND=None):
+    """Adam on the squared error over fresh uniform queries, from a random Gaussian prefix (N x D, std init_std) or
+    from `init_ND` for every seed (then the seed only draws the queries), vmapped over seeds. Returns the trained
+    prefixes (S x N x D) and the mean loss of the last 100 steps per seed."""
     import optax
 
     sched = optax.exponential_decay(lr, steps, 1e-2)  # lr -> lr / 100 over the run
@@ -143,7 +144,7 @@ def train_prefix(f, N: int, seeds, weights, steps: int = 6000, batch: int = 512,
 
     def one(key):
         k0, k1 = jax.random.split(key)
-        s = init_std * jax.random.normal(k0, (N, D), jnp.float64)
+        s = init_std * jax.random.normal(k0, (N, D), jnp.float64) if init_ND is None else jnp.asarray(init_ND)
         st = opt.init(s)
 
         def loss(s, t):
@@ -216,6 +217,39 @@ def run(out: str, Ns=(4, 8, 16, 32, 64, 128, 256), seeds=(0, 1, 2), steps: int =
     return meta, rows
 
 
+def tail_slopes(path: str, n_min: int = 32):
+    """Log-log slopes of each column over N >= n_min, from a results.json written by `run`."""
+    rows = [r for r in json.load(open(path))["rows"] if r["N"] >= n_min]
+    cols = ("omega_pi_over_N", "construction_sharp", "construction_smooth", "sgd_mean")
+    return {name: {c: round(slope([r["N"] for r in rows if r["target"] == name],
+                                  [r[c] for r in rows if r["target"] == name]), 3) for c in cols}
+            for name in dict.fromkeys(r["target"] for r in rows)}
+
+
+def diagnose(out: str, target: str = "sin3t", Ns=(64, 256), seeds=(0, 1, 2), log=print):
+    """Is SGD's plateau the budget or the landscape? Per N: the default run (6000 steps), 4x the steps, and Adam
+    started AT the smooth construction (lr 3e-4: does the construction's point stay put / get better?)."""
+    import os
+
+    weights = tuple(jnp.asarray(w) for w in head_weights())
+    f = TARGETS[target]
+    res = []
+    for N in Ns:
+        c = construction(f, N, BETA_SMOOTH)
+        for label, kw in (("random init, 6000 steps", dict(steps=6000)),
+                          ("random init, 24000 steps", dict(steps=24000)),
+                          ("init at smooth construction, lr 3e-4, 6000 steps", dict(steps=6000, lr=3e-4, init_ND=c))):
+            s_SND, loss_S = train_prefix(f, N, seeds, weights, **kw)
+            errs = [sup_error(s_SND[i], f, weights) for i in range(len(seeds))]
+            m, h = ci95(errs)
+            res.append(dict(target=target, N=N, run=label, sup_mean=m, sup_ci95=h, per_seed=errs,
+                            train_mse_mean=float(np.mean(loss_S)), construction_smooth=sup_error(c, f, weights)))
+            log(f"{target} N={N} {label}: sup {m:.3e} ± {h:.1e} (construction {res[-1]['construction_smooth']:.3e})")
+    with open(os.path.join(out, "diagnose.json"), "w") as fh:
+        json.dump(dict(command=f"python -m prefixlab.theory.universal --out {out} --diagnose", rows=res), fh, indent=1)
+    return res
+
+
 def plot(rows, path):
     import matplotlib
 
@@ -247,8 +281,16 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--Ns", default="4,8,16,32,64,128,256")
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--diagnose", action="store_true", help="only the SGD budget/landscape diagnostic (sin3t)")
+    ap.add_argument("--slopes", action="store_true", help="only print tail slopes (N >= 32) of OUT/results.json")
     a = ap.parse_args(argv)
+    if a.slopes:
+        print(json.dumps(tail_slopes(f"{a.out}/results.json"), indent=1))
+        return
     with jax.enable_x64(True):
+        if a.diagnose:
+            diagnose(a.out)
+            return
         run(a.out, tuple(int(n) for n in a.Ns.split(",")), tuple(int(s) for s in a.seeds.split(",")), a.steps)
 
 
