@@ -124,14 +124,12 @@ def zero_init_attention_share(run_dir: Path, task: str, seed: int = 0, n: int = 
     """How much attention a zero init's slots take at init, on the base of a finished inits sweep: the mean and max,
     over heads, queries and n test inputs, of the first layer's attention on the P slots."""
     import jax.numpy as jnp
+    from flax import nnx
 
     from prefixlab.analysis import attention_maps, load_run
     from prefixlab.methods import RunData, get_method
 
-    run = load_run(run_dir)
-    base = run.base_model(seed)
-    from flax import nnx
-
+    base = load_run(run_dir).base_model(seed)
     state = nnx.state(base)
     tokens = T.parse_mixture(task).batch(jax.random.key(1), n, split="test").tokens_BT
     out = []
