@@ -28,3 +28,9 @@ def test_the_claim_holds_on_a_spread_of_ten_points_or_more():
     assert "soft_prompt" not in " ".join(claims)  # no runs, no claim
     table = inits.markdown_table(_records(cells))
     assert "| sort_desc | prefix | 60.0 % [" in table and "| add2 | prefix | n/a |" in table
+
+
+def test_the_figure_has_a_panel_per_task_with_runs(tmp_path):
+    cells = {("sort_desc", "prefix", "normal"): [0.0, 0.6, 0.0], ("sort_desc", "prefix_kv", "zero"): [0.9, 0.9, 0.8]}
+    path = inits.figure(_records(cells), tmp_path / "inits.png")
+    assert path.stat().st_size > 10_000

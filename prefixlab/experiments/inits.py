@@ -99,6 +99,33 @@ def markdown_table(records) -> str:
     return "\n".join([head, *rows])
 
 
+def figure(records, path: Path) -> Path:
+    """Exact match per init and method, one panel per task with runs: the seeds as dots, their mean as a bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = table(records)
+    tasks = [t for t in TASKS if any(cells[t, m, k] for m in INITS for k in KINDS)]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4), squeeze=False)
+    width = 0.8 / len(INITS)
+    for ax, task in zip(axes[0], tasks):
+        for j, method in enumerate(INITS):
+            xs = np.arange(len(KINDS)) + (j - (len(INITS) - 1) / 2) * width
+            ys = [cells[task, method, k] for k in KINDS]
+            ax.bar(xs, [100 * mean(y) if y else 0 for y in ys], width, label=method, alpha=0.6)
+            for x, y in zip(xs, ys):
+                ax.scatter([x] * len(y), [100 * v for v in y], color="k", s=8, zorder=3)
+        ax.set(xticks=range(len(KINDS)), xticklabels=KINDS, ylabel="exact match (%)", ylim=(0, 100),
+               title=f"{task}: init × method (P = {P}; dots: seeds)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 @section("inits", configs=configs)
 def run(repro) -> None:
     records = []
@@ -106,9 +133,11 @@ def run(repro) -> None:
         records += [dict(r, sweep=name) for r in repro.sweep(name, config)]
     repro.report.add(claims(records, repro.profile))
     texts = ", ".join(f"{t}: {list(text(t))}" for t in TASKS)
+    fig = figure(records, repro.report.figures / "inits.png")
     repro.report.section(TITLE, repro.timing.so_far(),
                          f"Exact match, mean over seeds [95 % t-interval], P = {P}; the text init's tokens: {texts}."
-                         "\n\n" + markdown_table(records) + "\n\n" + records_table(records))
+                         "\n\n" + markdown_table(records) + f"\n\n![inits]({fig.relative_to(repro.out)})\n\n" +
+                         records_table(records))
 
 
 @dataclasses.dataclass(frozen=True)
