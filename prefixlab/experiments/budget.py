@@ -18,6 +18,7 @@ from prefixlab.experiments import scaling
 from prefixlab.experiments.claims import em, pct, protocol
 from prefixlab.experiments.profiles import PROFILES
 from prefixlab.experiments.sections import section
+from prefixlab.sweep_report import save_figure
 
 # the reference's own results (test split, its model), drawn at the paper profile's tuning budget
 EXP2_REF = {"prefix sort_asc": 0.941, "prefix sort_desc": 0.837}
@@ -81,7 +82,7 @@ def figures(records_by_name: dict, figures_dir) -> list:
                            "validation exact match %", f"{title}; ★ the reference (test split, its model), drawn "
                            f"at the paper profile's budget", ref_label=f"reference (paper-{claim})")
         path = figures_dir / f"budget_{claim}.png"
-        fig.savefig(path, dpi=110)
+        save_figure(fig, path, dpi=110)
         plt.close(fig)
         paths.append(path)
     return paths

@@ -11,6 +11,7 @@ from prefixlab.experiments.profiles import PROFILES
 from prefixlab.experiments.report import records_table
 from prefixlab.experiments.sections import section
 from prefixlab.sweep import SweepConfig
+from prefixlab.sweep_report import save_figure
 
 TASKS = ("sort_asc", "sort_desc")
 TITLE = "Experiment 1: sort ascending → sort descending"
@@ -74,6 +75,6 @@ def attention_figure(run_dir: Path, path: Path) -> Path:
         ax.imshow(probs[P:, :], cmap="viridis", vmin=0, vmax=1)
         ax.set(title=title, xlabel="key position" + (" (col 0 = prefix)" if P else ""), ylabel="query position")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

@@ -13,6 +13,7 @@ from prefixlab.experiments.profiles import MIX, PROFILES
 from prefixlab.experiments.report import records_table
 from prefixlab.experiments.sections import section
 from prefixlab.sweep import SweepConfig
+from prefixlab.sweep_report import save_figure
 
 TASKS = MIX.split(",")
 TITLE = "Experiment 2: one prefix per task on a mixture-pretrained model"
@@ -128,7 +129,7 @@ def figures(run_dir: Path, inits, figures_dir: Path):
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = figures_dir / "exp2_block_outputs.png"
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return shift, [path, head_figure(run, tokens, plt, figures_dir), rescaling_figure(run, tokens, plt, figures_dir)]
 
@@ -153,7 +154,7 @@ def head_figure(run, tokens_BT, plt, figures_dir: Path) -> Path:
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     path = figures_dir / "exp2_heads.png"
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -174,6 +175,6 @@ def rescaling_figure(run, tokens_BT, plt, figures_dir: Path) -> Path:
         ax.set(title=title, xlabel="key position", ylabel="query position")
     fig.tight_layout()
     path = figures_dir / "exp2_rescaling.png"
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

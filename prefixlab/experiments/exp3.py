@@ -14,6 +14,7 @@ from prefixlab.experiments.profiles import MIX, PROFILES
 from prefixlab.experiments.report import records_table
 from prefixlab.experiments.sections import section
 from prefixlab.sweep import SweepConfig
+from prefixlab.sweep_report import save_figure
 
 TASKS = MIX + ",sort_asc+add1,double_hist"
 
@@ -105,7 +106,7 @@ def curves_exp4(records, figures_dir):
                        "validation exact match %", "exp 4: double_hist, validation exact match while tuning; ★ the "
                        "reference (test split)", ref_label="reference (paper-exp3, 10,000 steps)")
     path = figures_dir / "exp4_curves.png"
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 

@@ -27,6 +27,7 @@ from prefixlab.experiments.sections import section
 from prefixlab.methods import METHODS
 from prefixlab.results import mean_std_ci
 from prefixlab.sweep import SweepConfig
+from prefixlab.sweep_report import save_figure
 
 TITLE = "Weight diagnostics: intruder dimensions and forgetting"
 # forgetting by: exact match (the final evaluation's) and the continuation accuracy (prefixlab/forgetting.py)
@@ -269,7 +270,7 @@ def figure(rows, path: Path) -> Path:
            ylabel="forgetting: base − tuned continuation accuracy", title="intruders vs forgetting, per run "
            "(black: full)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 

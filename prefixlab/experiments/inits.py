@@ -22,6 +22,7 @@ from prefixlab.experiments.report import records_table
 from prefixlab.experiments.sections import section
 from prefixlab.selection import selected
 from prefixlab.sweep import SweepConfig
+from prefixlab.sweep_report import save_figure
 
 TITLE = "Inits as an axis: how a soft prompt, a prefix and PEFT's prefix start"
 TASKS = ("sort_desc", "add2")  # exp 2's hardest elicitation and an elementwise one
@@ -121,7 +122,7 @@ def figure(records, path: Path) -> Path:
                title=f"{task}: init × method (P = {P}; dots: seeds)")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 

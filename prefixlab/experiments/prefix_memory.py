@@ -27,6 +27,7 @@ from prefixlab.experiments.claims import em, mean, paired_gap, pct, protocol
 from prefixlab.experiments.profiles import MIX, PROFILES
 from prefixlab.experiments.sections import section
 from prefixlab.sweep import SweepConfig
+from prefixlab.sweep_report import save_figure
 
 SHARP = {"pm-sharp-sort": ("sort_asc", "sort_desc"), "pm-sharp-add": ("add1", "add2")}  # name: (base, tuned task)
 SHARP_METHODS = ("none", "prefix", "prefix_kv", "prefix_memory", "lora")
@@ -218,7 +219,7 @@ def dilution_figure(profiles: dict, path: Path, lengths=DILUTION_LENGTHS, tasks=
                title=f"{t}: accuracy per output position", ylim=(-0.02, 1.02))
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -246,7 +247,7 @@ def sharp_figure(records_by_name: dict, path: Path) -> Path:
         ax.set_xticks(range(len(bars)), [b[0] for b in bars], rotation=40, ha="right", fontsize=8)
         ax.set(ylabel="exact match %", ylim=(0, 105), title=f"{base} base → {task}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -330,7 +331,7 @@ def depth_figure(scan: dict, path: Path) -> Path:
         ax.set_yscale("symlog", linthresh=1e-4)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from prefixlab.claim import Claim
 from prefixlab.experiments.profiles import PROFILES
+from prefixlab.sweep_report import save_figure
 
 
 class Report:
@@ -64,7 +65,7 @@ class Report:
 
         fig = accuracy_bars(records, title)
         path = self.figures / f"{name}_accuracy.png"
-        fig.savefig(path, dpi=110)
+        save_figure(fig, path, dpi=110)
         plt.close(fig)
         return f"![{title}]({path.relative_to(self.out)})"
 

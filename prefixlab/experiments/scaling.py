@@ -17,6 +17,7 @@ from prefixlab.experiments import exp2, exp3
 from prefixlab.experiments.claims import cross, em, mean, pct, protocol
 from prefixlab.experiments.profiles import MIX, PROFILES
 from prefixlab.experiments.sections import section
+from prefixlab.sweep_report import save_figure
 
 SORTS = ("sort_asc", "sort_desc")
 EXP3_TASKS = ("sort_asc+add1", "double_hist")
@@ -129,7 +130,7 @@ def figures(records_by_name: dict, figures_dir) -> list:
         fig = measure_plot(series_of(by_steps), refs, "pretraining steps of the base", title=title,
                            ref_label=f"reference (paper-{claim}, its model)", log_x=True)
         path = figures_dir / f"scaling_{claim}.png"
-        fig.savefig(path, dpi=110)
+        save_figure(fig, path, dpi=110)
         plt.close(fig)
         paths.append(path)
     return paths
