@@ -37,7 +37,7 @@ MODELS = ("random", "pretrained")
 # the construction's vocabulary ladder (10 x 2^i: not powers of two, whose k / V are exact in binary)
 VOCAB_LADDER = tuple(10 * 2**i for i in range(12))
 SIZES = {
-    "quick": dict(lengths=(1, 2, 4, 8), n_cap=64, targets=3, seeds=(0,), steps=3000, patience=300, lr=3e-2,
+    "quick": dict(lengths=(1, 2, 4, 8), n_cap=64, targets=3, seeds=(0,), steps=4000, patience=300, lr=1e-2,
                   chunk=100, methods=METHODS, precisions=("bfloat16", "float32", "float64"), ladder=VOCAB_LADDER,
                   models=MODELS),
     "tiny": dict(lengths=(1, 2), n_cap=6, targets=3, seeds=(0,), steps=40, patience=15, lr=1e-1, chunk=20,
