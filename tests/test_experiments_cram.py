@@ -50,6 +50,12 @@ def test_the_claims_follow_the_records():
     assert got["cram (a) pretrained prefix_kv f32: N_max grows about linearly in P"].verdict is None  # censored
     assert got["cram (c) pretrained float32: prefix ≥ soft prompt in N_max at equal P"].verdict is False  # 6 fewer
     assert got["cram (d) soft_prompt float32: the pretrained base holds more than the random model"].verdict is True
+    bf16 = [dict(r, precision=p, n_max=r["n_max"] + k) for r in recs for p, k in (("bfloat16", 0), ("float64", 1))]
+    cons = {"vocab_size": 10, "precisions": {"bfloat16": dict(largest_exact=20, smallest_failing=40),
+                                             "float64": dict(largest_exact=20480, smallest_failing=None)}}
+    gains = [c for c in C.claims(recs + bf16, cons, "quick") if c.statement.startswith("cram (b)")]
+    assert gains and all(c.verdict is True for c in gains)  # + 1 token vs 4.3 -> 14.3 bits per token
+    json.dumps([c.__dict__ for c in C.claims(recs + bf16, cons, "quick")])  # plain JSON types only
     flat = [_rec("random", "float32", "prefix", P, t, 3 + t) for P in (1, 2, 4) for t in range(3)]
     assert C.claims(flat, {}, "quick")[0].verdict is False  # no growth: exponent 0
 

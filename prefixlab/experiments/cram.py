@@ -37,7 +37,7 @@ MODELS = ("random", "pretrained")
 # the construction's vocabulary ladder (10 x 2^i: not powers of two, whose k / V are exact in binary)
 VOCAB_LADDER = tuple(10 * 2**i for i in range(12))
 SIZES = {
-    "quick": dict(lengths=(1, 2, 4, 8), n_cap=64, targets=3, seeds=(0,), steps=4000, patience=300, lr=1e-2,
+    "quick": dict(lengths=(1, 2, 4, 8), n_cap=96, targets=3, seeds=(0,), steps=5000, patience=300, lr=1e-2,
                   chunk=100, methods=METHODS, precisions=("bfloat16", "float32", "float64"), ladder=VOCAB_LADDER,
                   models=MODELS),
     "tiny": dict(lengths=(1, 2), n_cap=6, targets=3, seeds=(0,), steps=40, patience=15, lr=1e-1, chunk=20,
@@ -236,7 +236,7 @@ def claims(records, construction: dict, profile: str) -> list[Claim]:
         if g["exponent"] is None:
             verdict, note = None, f"undecided: {g['points']} P below the cap with N_max > 0"
         else:
-            verdict = 0.5 <= g["exponent"] <= 1.5
+            verdict = bool(0.5 <= g["exponent"] <= 1.5)
             note = f"log-log exponent {g['exponent']:.2f}, slope {g['slope']:.2f} tokens per slot"
         out.append(Claim(f"cram (a) {model} {method} f32: N_max grows about linearly in P", f"{means}; {note}",
                          "exponent in [0.5, 1.5] (Meyer et al. 2026: linear)", verdict, how))
@@ -256,7 +256,7 @@ def claims(records, construction: dict, profile: str) -> list[Claim]:
                                  "bits per token", f"trained ×{t_gain:.2f} ({n_lo:.1f} → {n_hi:.1f}, mean over P); "
                                  f"construction ×{'≥ ' if cons[hi]['smallest_failing'] is None else ''}{c_gain:.1f} "
                                  f"(log2 V_max {bits[lo]:.1f} → {bits[hi]:.1f} bits)",
-                                 "trained gain < construction gain", t_gain < c_gain, how))
+                                 "trained gain < construction gain", bool(t_gain < c_gain), how))
     for model in MODELS:
         for precision in plan.precisions:
             m, h, n = _paired(records, dict(model=model, precision=precision, method="prefix"),
@@ -267,7 +267,7 @@ def claims(records, construction: dict, profile: str) -> list[Claim]:
                                 dict(model=model, precision=precision, method="soft_prompt"), field="bits_per_float")
             out.append(Claim(f"cram (c) {model} {precision}: prefix ≥ soft prompt in N_max at equal P",
                              f"prefix − soft prompt {m:+.1f} ± {h:.1f} tokens ({n} pairs); per float "
-                             f"{mb:+.4f} ± {hb:.4f} bits", "gap not below 0", m + h >= 0, how))
+                             f"{mb:+.4f} ± {hb:.4f} bits", "gap not below 0", bool(m + h >= 0), how))
     for precision in plan.precisions:
         for method in plan.methods:
             m, h, n = _paired(records, dict(precision=precision, method=method, model="pretrained"),
@@ -276,7 +276,7 @@ def claims(records, construction: dict, profile: str) -> list[Claim]:
             if n:
                 out.append(Claim(f"cram (d) {method} {precision}: the pretrained base holds more than the random model",
                                  f"pretrained − random {m:+.1f} ± {h:.1f} tokens ({n} pairs)", "gap above 0",
-                                 None if m - h <= 0 <= m + h else m - h > 0, how))
+                                 None if m - h <= 0 <= m + h else bool(m - h > 0), how))
     return out
 
 
