@@ -333,6 +333,8 @@ def figure(records, construction: dict, path: Path) -> Path:
                    ylabel="N_max (greedy-exact tokens)" if j == 0 else None)
             ax.set_xticks(sorted({p for by_p in cs.values() for p in by_p}))
             ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.set_ylim(bottom=0)  # N_max >= 0; a t-interval of three runs can reach below
             if i == 0 and j == 0:
                 ax.legend(fontsize=7)
     fig.tight_layout()
