@@ -4,8 +4,8 @@ generate greedily, as a function of the context length P.
 Every run holds one random target y_0..y_{N-1}; the content is a fixed start token, and the model must generate the
 target greedily after it. All runs of one method (targets x seeds x P, P padded to the largest and masked, as
 tune.py does) train in one compiled program over one frozen base. Curriculum: a run trains on its first n target
-tokens until they are all right, then n grows by one; a teacher-forced 99 % can still be 0 % greedy, so only an
-exact prefix counts. Teacher-forced argmax of the first n positions equals greedy decoding of them (the decoder feeds
+tokens until they are all right, then n grows to one past its leading correct tokens (one at a time, unless
+later ones are already right); a teacher-forced 99 % can still be 0 % greedy, so only an exact prefix counts. Teacher-forced argmax of the first n positions equals greedy decoding of them (the decoder feeds
 back its own tokens, which are the targets while each is right), so training checks that cheaply every step; the
 reported N_max is measured afterwards by `decode.greedy_generate` on the kept parameters, independently.
 A run stops when it reaches the cap (the longest target), when one increment takes more than `patience` steps

@@ -81,3 +81,10 @@ def test_the_base_keeps_its_trained_positions_and_gets_new_ones_of_their_scale()
     assert old.shape == (19, 16) and new.shape == (64, 16)  # the caller's state is not changed
     np.testing.assert_array_equal(new[:19], old)
     assert 0.5 < new[19:].std() / old.std() < 2.0
+
+
+def test_the_construction_loses_tokens_to_bf16_rounding_where_f32_keeps_them():
+    from prefixlab.theory import reach
+
+    assert not reach.decodes_every_token(40, "bfloat16")  # 1/V^2 below bf16's operand rounding
+    assert reach.decodes_every_token(40, "float32")

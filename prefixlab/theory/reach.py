@@ -14,21 +14,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from prefixlab.cram import PRECISIONS, precision_scope  # the one place that says how a precision runs
 from prefixlab.decode import greedy_generate
 from prefixlab.model import abstract_model
 from prefixlab.theory.constructions import unconditional
 
 
-def _scope(precision: str):
-    from prefixlab.cram import precision_scope  # the one place that says how a precision runs
-
-    return precision_scope(precision)
-
-
 def construction(targets, vocab_size: int, precision: str):
     """(model, ctx) of `unconditional` for `targets`, computing in `precision`."""
-    if precision not in ("bfloat16", "float32", "float64"):
-        raise ValueError(f"precision must be bfloat16, float32 or float64, got {precision!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     model, ctx = unconditional(targets, vocab_size, dtype="float32" if precision == "bfloat16" else precision)
     if precision == "bfloat16":  # the same weights, matmul operands rounded to bf16
         model = nnx.merge(abstract_model(model.cfg.replace(compute_dtype="bfloat16"))[0], nnx.state(model))
@@ -38,7 +33,7 @@ def construction(targets, vocab_size: int, precision: str):
 def reach(targets, vocab_size: int, precision: str) -> int:
     """How many leading tokens of `targets` the construction generates exactly (greedy, after the start token)."""
     Y = np.asarray(targets)
-    with _scope(precision):
+    with precision_scope(precision):
         model, ctx = construction(Y, vocab_size, precision)
         out = greedy_generate(model, jnp.zeros((1, 1), jnp.int32), len(Y), ctx)[0]
         return int(np.cumprod(np.asarray(out) == Y).sum())
@@ -49,7 +44,7 @@ def decodes_every_token(vocab_size: int, precision: str, rows: int = 512) -> boo
     attention output (k / V, e_0, 0) that its hard heads produce: the rounding limit on V (limits.decoder_exact, in
     any of the three precisions)."""
     V = vocab_size
-    with _scope(precision):
+    with precision_scope(precision):
         model, _ = construction([0], V, precision)
         dt = model.cfg.jnp_dtype
         for k0 in range(0, V, rows):  # `rows` tokens at a time: the logits are (rows, V)
