@@ -162,6 +162,7 @@ def construction_reach(plan: CramPlan, cfg, out: Path, log=print) -> dict:
 
 
 def write_csv(path: Path, records: list[dict]) -> None:
+    """records.csv beside records.jsonl (a list, n_curve, as its Python text), replacing the file at `path`."""
     text = io.StringIO(newline="")
     cols = list(dict.fromkeys(k for r in records for k in r))
     w = csv.DictWriter(text, fieldnames=cols)
