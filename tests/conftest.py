@@ -1,8 +1,14 @@
 import os
 import tempfile
 
-import jax
-import pytest
+# Most of the suite's time is XLA compiling small programs, and LLVM's -O3 is most of that: the tests compile at
+# -O0, which halves it (same programs, last bits of some floats differ). Users' runs compile at -O3; an
+# XLA_FLAGS that names a level keeps it (docs/performance.md: the suite at -O3).
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
+
+import jax  # noqa: E402 (XLA_FLAGS is read when jax first starts its backend; set it before anything can)
+import pytest  # noqa: E402
 
 # Implicit rank promotion hides shape bugs: make it an error throughout the suite.
 jax.config.update("jax_numpy_rank_promotion", "raise")
