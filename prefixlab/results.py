@@ -143,10 +143,15 @@ def _csv_row(record: dict) -> dict:
 
 def write_csv(path: Path, records: list[dict]) -> None:
     """results.csv, replacing the file (or a link) at `path`, never writing through it."""
+    write_rows_csv(path, (_csv_row(r) for r in records), csv_columns(records))
+
+
+def write_rows_csv(path: Path, rows, columns: list[str]) -> None:
+    """Rows (dicts) as CSV with these columns, replacing the file (or a link) at `path`, never writing through it."""
     text = io.StringIO(newline="")
-    w = csv.DictWriter(text, fieldnames=csv_columns(records))
+    w = csv.DictWriter(text, fieldnames=columns)
     w.writeheader()
-    w.writerows(_csv_row(r) for r in records)
+    w.writerows(rows)
     replace_bytes(path, text.getvalue().encode())
 
 

@@ -13,9 +13,7 @@ Run: python scripts/reproduce.py --profile quick --sections cram --out DIR --cac
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import math
 import time
@@ -163,12 +161,9 @@ def construction_reach(plan: CramPlan, cfg, out: Path, log=print) -> dict:
 
 def write_csv(path: Path, records: list[dict]) -> None:
     """records.csv beside records.jsonl (a list, n_curve, as its Python text), replacing the file at `path`."""
-    text = io.StringIO(newline="")
-    cols = list(dict.fromkeys(k for r in records for k in r))
-    w = csv.DictWriter(text, fieldnames=cols)
-    w.writeheader()
-    w.writerows(records)
-    replace_bytes(path, text.getvalue().encode())
+    from prefixlab.results import write_rows_csv
+
+    write_rows_csv(path, records, list(dict.fromkeys(k for r in records for k in r)))
 
 
 # -- statistics: pure functions of the records ---------------------------------------------------------------------

@@ -33,13 +33,15 @@ CLI: python -m prefixlab.theory.universal --out docs/results/universal  (float64
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from prefixlab.results import write_rows_csv
+from prefixlab.safe_paths import replace_bytes
 
 D, K = 5, 2  # embedding width, head width
 HEAD_SCALE = 1000.0  # the frozen head's query scale (the "pretrained" head's temperature)
@@ -206,13 +208,10 @@ def run(out: str, Ns=(4, 8, 16, 32, 64, 128, 256), seeds=(0, 1, 2), steps: int =
                 steps=steps, batch=512, lr="3e-3 exp-decayed to 3e-5", init_std=0.01, head_scale=HEAD_SCALE,
                 beta_sharp=BETA_SHARP, beta_smooth=BETA_SMOOTH, sup_grid=8192, dtype="float64",
                 wall_s=round(time.time() - t0, 1), slopes_loglog=summary)
-    with open(os.path.join(out, "results.json"), "w") as fh:
-        json.dump(dict(meta=meta, rows=rows), fh, indent=1)
-    with open(os.path.join(out, "results.csv"), "w", newline="") as fh:
-        w = csv.DictWriter(fh, [k for k in rows[0] if k != "sgd_per_seed"])
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: v for k, v in r.items() if k != "sgd_per_seed"})
+    # written to new files renamed over the paths: a link in --out is replaced, never written through
+    replace_bytes(os.path.join(out, "results.json"), json.dumps(dict(meta=meta, rows=rows), indent=1).encode())
+    write_rows_csv(os.path.join(out, "results.csv"), ({k: v for k, v in r.items() if k != "sgd_per_seed"} for r in rows),
+                   [k for k in rows[0] if k != "sgd_per_seed"])
     plot(rows, os.path.join(out, "sup_error.png"))
     return meta, rows
 
@@ -245,8 +244,8 @@ def diagnose(out: str, target: str = "sin3t", Ns=(64, 256), seeds=(0, 1, 2), log
             res.append(dict(target=target, N=N, run=label, sup_mean=m, sup_ci95=h, per_seed=errs,
                             train_mse_mean=float(np.mean(loss_S)), construction_smooth=sup_error(c, f, weights)))
             log(f"{target} N={N} {label}: sup {m:.3e} ± {h:.1e} (construction {res[-1]['construction_smooth']:.3e})")
-    with open(os.path.join(out, "diagnose.json"), "w") as fh:
-        json.dump(dict(command=f"python -m prefixlab.theory.universal --out {out} --diagnose", rows=res), fh, indent=1)
+    replace_bytes(os.path.join(out, "diagnose.json"), json.dumps(
+        dict(command=f"python -m prefixlab.theory.universal --out {out} --diagnose", rows=res), indent=1).encode())
     return res
 
 
@@ -255,6 +254,8 @@ def plot(rows, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from prefixlab.sweep_report import save_figure
 
     names = list(dict.fromkeys(r["target"] for r in rows))
     fig, axs = plt.subplots(1, len(names), figsize=(5 * len(names), 4), sharey=True)
@@ -272,7 +273,8 @@ def plot(rows, path):
     np.atleast_1d(axs)[0].set_ylabel("sup-error over 8192 queries")
     np.atleast_1d(axs)[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv=None):
