@@ -27,7 +27,7 @@ from prefixlab.claim import Claim
 from prefixlab.experiments.profiles import MIX, PROFILES
 from prefixlab.experiments.sections import section
 from prefixlab.results import mean_std_ci
-from prefixlab.safe_paths import replace_bytes
+from prefixlab.safe_paths import real_dir, replace_bytes
 
 TITLE = "Capacity: how long a sequence a trained context makes a frozen model generate"
 METHODS = ("soft_prompt", "prefix", "prefix_kv", "prefix_memory")
@@ -343,7 +343,7 @@ def run_scan(profile: str, out: Path, cache: Path, log=print, progress: bool = F
     """The whole scan into `out`: records.jsonl/.csv, construction.json, claims.json, cram.png. Returns
     (records, construction, claims)."""
     plan = configs(profile)
-    out.mkdir(parents=True, exist_ok=True)
+    real_dir(out)  # a link there is replaced by a folder: nothing is written where it points
     models = bases(plan, cache, log=log)
     cfg = next(iter(models.values()))[0]
     construction = construction_reach(plan, cfg, out, log=log)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from prefixlab.claim import Claim
 from prefixlab.experiments.profiles import PROFILES
+from prefixlab.safe_paths import real_dir
 from prefixlab.sweep_report import save_figure
 
 
@@ -22,8 +23,7 @@ class Report:
 
     def __init__(self, out: Path, profile: str, order=(), lanes: int = 1):
         self.out, self.profile, self.order, self.lanes = Path(out), profile, list(order), lanes
-        self.figures = self.out / "figures"
-        self.figures.mkdir(parents=True, exist_ok=True)
+        self.figures = real_dir(self.out / "figures")  # a link there is replaced: no figure lands where it points
         self._slots: dict[str | None, tuple[list[Claim], list[str]]] = {}
         self._local, self._lock = threading.local(), threading.Lock()
 
